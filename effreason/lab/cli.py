@@ -1,0 +1,60 @@
+"""``effreason lab``: build and inspect the embedded lab.
+
+    effreason lab bootstrap --out DIR [--seed 0] [--steps N]   # train the overthinker (<= 10 min, 2 CPU cores)
+    effreason lab show [--split test] [--n 3]                  # print lab problems and traces
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+
+def add_parser(subparsers) -> None:
+    lab = subparsers.add_parser("lab", help="the embedded reasoning lab (task, traces, overthinker model)")
+    sub = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+
+    boot = sub.add_parser("bootstrap", help="SFT-train the overthinker base model and write metrics.json")
+    boot.add_argument("--out", required=True, help="output directory (checkpoint + metrics.json)")
+    from effreason.lab.bootstrap import BootstrapConfig
+
+    for field in dataclasses.fields(BootstrapConfig):
+        kind = int if field.type in ("int", "int | None") else float if field.type == "float" else str
+        boot.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
+                          default=field.default, help=f"(default: {field.default})")
+    boot.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
+    boot.set_defaults(func=_run_bootstrap)
+
+    show = sub.add_parser("show", help="print lab problems with an oracle and a sampled trace")
+    show.add_argument("--split", default="test", choices=["train", "test", "hard"])
+    show.add_argument("--n", type=int, default=3)
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(func=_run_show)
+
+
+def _run_bootstrap(args: argparse.Namespace) -> int:
+    from effreason.lab.bootstrap import BootstrapConfig, run_bootstrap
+
+    names = {f.name for f in dataclasses.fields(BootstrapConfig)}
+    cfg = BootstrapConfig(**{k: v for k, v in vars(args).items() if k in names})
+    metrics = run_bootstrap(cfg, args.out, overwrite=args.overwrite)
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "tokens_mean", "oracle_tokens_mean",
+                                              "tokens_ratio", "hard_accuracy", "no_think_accuracy",
+                                              "wall_time_s")}, indent=2))
+    return 0
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    import random
+
+    from effreason.lab.datasets import lab_problems
+    from effreason.lab.traces import oracle_trace, sample_style, write_trace
+
+    rng = random.Random(args.seed)
+    for problem in lab_problems(args.split)[: args.n]:
+        print(f"problem : {problem.text()}")
+        print(f"answer  : {problem.answer}")
+        print(f"oracle  : {oracle_trace(problem).text}")
+        print(f"sampled : {write_trace(problem, sample_style(rng, 0.8), rng).text}\n")
+    return 0

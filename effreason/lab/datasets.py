@@ -1,0 +1,66 @@
+"""Lab splits as ``datasets.Dataset`` objects with the benchmark columns.
+
+Columns (same as every benchmark loader): ``id``, ``problem``, ``prompt`` (chat messages),
+``answer`` (gold, as a string), ``solution`` (the oracle-minimal completion).
+
+Splits are deterministic functions of fixed seeds; test problems never appear in train.
+"""
+
+from __future__ import annotations
+
+import random
+
+from datasets import Dataset
+
+from effreason.format import chat_prompt
+from effreason.lab.task import (
+    DEFAULT_DIFFICULTY,
+    HARD_DIFFICULTY,
+    TRAIN_DIFFICULTY,
+    Difficulty,
+    Problem,
+    sample_problem,
+)
+from effreason.lab.traces import oracle_trace
+
+#: split -> (number of problems, difficulty, seed)
+SPLITS: dict[str, tuple[int, Difficulty, int]] = {
+    "train": (20_000, TRAIN_DIFFICULTY, 1),
+    "test": (2_000, DEFAULT_DIFFICULTY, 2),
+    "hard": (1_000, HARD_DIFFICULTY, 3),
+}
+
+
+def lab_problems(split: str) -> list[Problem]:
+    """The problems of a split, distinct within the split, and train disjoint from test and hard."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown lab split {split!r}; expected one of {sorted(SPLITS)}")
+    n, difficulty, seed = SPLITS[split]
+    exclude: set[Problem] = set()
+    if split == "train":
+        exclude = set(lab_problems("test")) | set(lab_problems("hard"))
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < n:
+        p = sample_problem(rng, difficulty)
+        if p not in seen and p not in exclude:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def problem_row(problem: Problem, row_id: str) -> dict:
+    """One dataset row for a lab problem."""
+    text = problem.text()
+    return {
+        "id": row_id,
+        "problem": text,
+        "prompt": chat_prompt(text),
+        "answer": str(problem.answer),
+        "solution": oracle_trace(problem).text,
+    }
+
+
+def lab_dataset(split: str = "test", limit: int | None = None) -> Dataset:
+    """Load a lab split (``train``, ``test`` or ``hard``)."""
+    problems = lab_problems(split)[:limit]
+    return Dataset.from_list([problem_row(p, f"lab/{split}/{i}") for i, p in enumerate(problems)])

@@ -1,0 +1,117 @@
+"""R1-style reasoning traces for lab problems, with a per-trace verbosity style.
+
+A trace is ``<think> steps </think> the answer is \\boxed{ v }``. Steps are *progressive* (one
+operation carried out: ``s2 1 * 3 = 3 ;``) or *functional*, the overthinking that reasoning models
+show (LIMOPro's taxonomy, arXiv 2505.19187):
+
+- verification, cued by "wait , let me check": the step just done, recomputed and confirmed;
+- recompute, cued by "hmm": the same, phrased differently;
+- error then correction: a wrong value, then "wait , that is wrong ." and the right step;
+- final check / multi-method, cued by "let me double check" or "alternatively": the whole chain again.
+
+Verbosity is drawn once per trace (concise or verbose), so both modes coexist in the data and a
+model trained on it carries a "how verbose am I being" signal in its hidden states (what steering
+vectors and early-exit probes need). Every segment is labelled, and the oracle-minimal trace (the
+progressive steps alone) is known for every problem.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from effreason.format import THINK_END, THINK_START
+from effreason.lab.task import MODULUS, Problem, apply
+
+PROGRESSIVE = "progressive"
+FUNCTIONAL_KINDS = ("verification", "recompute", "error", "correction", "final_check")
+
+
+@dataclass(frozen=True)
+class TraceStyle:
+    """Probabilities that shape one trace.
+
+    Attributes:
+        check: after each progressive step, probability of a functional check of it.
+        error: probability that a progressive step is first written with a wrong value, then corrected.
+        final_check: probability of re-running the whole chain before answering.
+        recompute_share: among step checks, the share phrased as "hmm , recompute" (else "wait").
+    """
+
+    check: float
+    error: float
+    final_check: float
+    recompute_share: float = 0.3
+
+
+CONCISE = TraceStyle(check=0.04, error=0.01, final_check=0.05)
+VERBOSE = TraceStyle(check=0.9, error=0.06, final_check=0.9)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A completion as labelled segments ``(kind, text)``; ``kind`` is PROGRESSIVE or functional."""
+
+    segments: tuple[tuple[str, str], ...]
+    answer: int
+
+    @property
+    def thinking(self) -> str:
+        return " ".join(text for _, text in self.segments)
+
+    @property
+    def text(self) -> str:
+        """The full completion text."""
+        return f"{THINK_START} {self.thinking} {THINK_END} {answer_suffix(self.answer)}"
+
+
+def answer_suffix(answer: int | str) -> str:
+    """What follows ``</think>``; the same ``\\boxed{}`` format the real-model path grades."""
+    return f"the answer is \\boxed{{ {answer} }}"
+
+
+def _step(i: int, a: int, op: str, b: int, c: int) -> str:
+    return f"s{i} {a} {op} {b} = {c} ;"
+
+
+def _chain(problem: Problem) -> str:
+    x, parts = problem.start, []
+    for op, b in problem.ops:
+        y = apply(op, x, b)
+        parts.append(f"{x} {op} {b} = {y} ,")
+        x = y
+    return " ".join(parts)[:-2]  # drop the trailing " ,"
+
+
+def write_trace(problem: Problem, style: TraceStyle, rng: random.Random) -> Trace:
+    """Write one trace of ``problem`` in ``style``; deterministic for a seeded ``rng``."""
+    segments: list[tuple[str, str]] = []
+    x = problem.start
+    for i, (op, b) in enumerate(problem.ops, start=1):
+        y = apply(op, x, b)
+        if rng.random() < style.error:
+            wrong = (y + rng.randint(1, MODULUS - 1)) % MODULUS
+            segments.append(("error", _step(i, x, op, b, wrong)))
+            segments.append(("correction", f"wait , that is wrong . {_step(i, x, op, b, y)}"))
+        else:
+            segments.append((PROGRESSIVE, _step(i, x, op, b, y)))
+        if rng.random() < style.check:
+            if rng.random() < style.recompute_share:
+                segments.append(("recompute", f"hmm , recompute s{i} : {x} {op} {b} = {y} ;"))
+            else:
+                segments.append(("verification", f"wait , let me check s{i} : {x} {op} {b} = {y} . yes ;"))
+        x = y
+    if rng.random() < style.final_check:
+        cue = "let me double check from the start :" if rng.random() < 0.7 else "alternatively , compute again :"
+        segments.append(("final_check", f"{cue} {_chain(problem)} . yes ;"))
+    return Trace(tuple(segments), x)
+
+
+def oracle_trace(problem: Problem) -> Trace:
+    """The minimal correct trace: every step once, nothing else."""
+    return write_trace(problem, TraceStyle(check=0.0, error=0.0, final_check=0.0), random.Random(0))
+
+
+def sample_style(rng: random.Random, verbose_share: float) -> TraceStyle:
+    """Draw a per-trace style: verbose with probability ``verbose_share``, else concise."""
+    return VERBOSE if rng.random() < verbose_share else CONCISE

@@ -1,0 +1,37 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def benchmarks_dir() -> Path:
+    """The offline benchmark copies (../shared/data/benchmarks, or $EFFREASON_BENCHMARKS_DIR)."""
+    path = Path(os.environ.get("EFFREASON_BENCHMARKS_DIR", REPO.parent / "shared" / "data" / "benchmarks"))
+    if not (path / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"offline benchmark copies not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab_tokenizer():
+    from effreason.lab.tokenizer import build_lab_tokenizer
+
+    return build_lab_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def untrained_lab_dir(tmp_path_factory, lab_tokenizer) -> Path:
+    """An untrained lab model saved like a hub checkpoint."""
+    from effreason.lab.model import build_lab_model
+
+    path = tmp_path_factory.mktemp("untrained_lab")
+    build_lab_model(lab_tokenizer, seed=0).save_pretrained(path)
+    lab_tokenizer.save_pretrained(path)
+    return path

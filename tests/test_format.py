@@ -1,0 +1,63 @@
+import pytest
+
+from effreason.format import chat_prompt, count_completion_tokens, split_thinking
+from effreason.jsonl import DataError, atomic_write, iter_jsonl, read_jsonl, require, write_jsonl
+
+
+@pytest.mark.parametrize(
+    "text, thinking, answer, closed",
+    [
+        ("<think> a b </think> the answer is 3", "a b", " the answer is 3", True),
+        ("a b </think> ans", "a b", " ans", True),  # template opened <think> in the prompt
+        ("<think> x </think> y </think> z", "x </think> y", " z", True),  # last </think> wins
+        ("<think> still thinking", "still thinking", None, False),  # truncated
+        ("no tags, answer 5", "", "no tags, answer 5", False),
+    ],
+)
+def test_split_thinking(text, thinking, answer, closed):
+    split = split_thinking(text)
+    assert (split.thinking, split.answer, split.closed) == (thinking, answer, closed)
+
+
+def test_chat_prompt_instruction_and_system():
+    msgs = chat_prompt("1+1?", instruction="Box it.", system_prompt="Be brief.")
+    assert msgs == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?\nBox it."}]
+    assert chat_prompt("q") == [{"role": "user", "content": "q"}]
+
+
+def test_count_completion_tokens_stops_at_first_eos_and_ignores_padding():
+    assert count_completion_tokens([5, 6, 3, 0, 0], eos_token_ids=3, pad_token_id=0) == 3
+    assert count_completion_tokens([5, 6, 7], eos_token_ids=[3, 9]) == 3
+    assert count_completion_tokens([5, 6, 0, 0], eos_token_ids=3, pad_token_id=0) == 2
+    assert count_completion_tokens([9, 3], eos_token_ids=[3, 9]) == 1
+
+
+def test_jsonl_errors_name_file_line_and_field(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2, "b": "x"}\n{bad json\n')
+    rows = iter_jsonl(path)
+    line, row = next(rows)
+    assert line == 1
+    with pytest.raises(DataError, match="b") as err:
+        require(row, "b", path, line)
+    assert f"{path}:1" in str(err.value)
+    line, row = next(rows)
+    assert line == 3 and require(row, "b", path, line, str) == "x"
+    with pytest.raises(DataError, match="expected str"):
+        require(row, "a", path, line, str)
+    with pytest.raises(DataError, match=rf"{path.name}:4: invalid JSON"):
+        next(rows)
+    with pytest.raises(DataError, match="expected a JSON object"):
+        (tmp_path / "list.jsonl").write_text("[1, 2]\n")
+        read_jsonl(tmp_path / "list.jsonl")
+
+
+def test_atomic_write_leaves_original_on_failure(tmp_path):
+    path = tmp_path / "out.jsonl"
+    write_jsonl(path, [{"x": 1}])
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as f:
+            f.write("partial")
+            raise RuntimeError("boom")
+    assert read_jsonl(path) == [{"x": 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temp file left behind

@@ -1,0 +1,100 @@
+import random
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from effreason.format import split_thinking
+from effreason.grading import Grader
+from effreason.lab.datasets import SPLITS, lab_dataset, lab_problems
+from effreason.lab.model import build_lab_model, lab_model_config
+from effreason.lab.task import MODULUS, Difficulty, Problem, apply, parse_problem, sample_problem
+from effreason.lab.traces import CONCISE, PROGRESSIVE, VERBOSE, oracle_trace, write_trace
+
+
+def test_apply_is_modular():
+    assert apply("+", 7, 5) == 1 and apply("-", 2, 8) == 5 and apply("*", 7, 7) == 5
+    with pytest.raises(ValueError, match="unknown operation"):
+        apply("/", 1, 2)
+
+
+def test_problem_text_roundtrip_and_answer():
+    p = Problem(4, (("+", 2), ("-", 3), ("*", 6)))
+    assert p.text() == "start 4 ; s1 + 2 ; s2 - 3 ; s3 * 6 ; ( mod 11 )"
+    assert p.values() == [6, 3, 7] and p.answer == 7
+    assert parse_problem(p.text()) == p
+    with pytest.raises(ValueError, match="not a lab problem"):
+        parse_problem("start 4 ; s2 + 2 ; ( mod 11 )")
+
+
+def test_difficulty_bounds_and_sampling():
+    with pytest.raises(ValueError, match="min_steps"):
+        Difficulty(5, 3)
+    rng = random.Random(0)
+    problems = [sample_problem(rng, Difficulty(2, 4)) for _ in range(300)]
+    assert {p.num_steps for p in problems} == {2, 3, 4}
+    assert all(b != 0 for p in problems for _, b in p.ops)
+    assert all(0 <= v < MODULUS for p in problems for v in p.values())
+
+
+def test_oracle_trace_is_minimal_and_correct():
+    p = Problem(4, (("+", 2), ("-", 3), ("*", 6)))
+    trace = oracle_trace(p)
+    assert [kind for kind, _ in trace.segments] == [PROGRESSIVE] * 3
+    assert trace.text == "<think> s1 4 + 2 = 6 ; s2 6 - 3 = 3 ; s3 3 * 6 = 7 ; </think> the answer is \\boxed{ 7 }"
+
+
+def test_trace_styles_differ_in_functional_steps_and_stay_correct():
+    rng = random.Random(1)
+    problems = [sample_problem(rng, Difficulty(3, 6)) for _ in range(200)]
+    grader = Grader("exact")
+    functional = {}
+    for name, style in (("verbose", VERBOSE), ("concise", CONCISE)):
+        traces = [write_trace(p, style, rng) for p in problems]
+        functional[name] = sum(k != PROGRESSIVE for t in traces for k, _ in t.segments) / len(traces)
+        assert all(grader.grade(t.text, str(p.answer)).correct for t, p in zip(traces, problems))
+        kinds = {k for t in traces for k, _ in t.segments}
+        if name == "verbose":
+            assert {"verification", "recompute", "error", "correction", "final_check"} <= kinds
+    assert functional["verbose"] > 4 and functional["concise"] < 0.5
+    # an error is always followed by its correction
+    for t in (write_trace(p, VERBOSE, rng) for p in problems):
+        kinds = [k for k, _ in t.segments]
+        assert all(kinds[i + 1] == "correction" for i, k in enumerate(kinds) if k == "error")
+
+
+def test_tokenizer_roundtrip_no_unknowns_and_reload_keeps_ids(lab_tokenizer, untrained_lab_dir):
+    p = sample_problem(random.Random(3), Difficulty(6, 6))
+    text = write_trace(p, VERBOSE, random.Random(3)).text
+    ids = lab_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert lab_tokenizer.unk_token_id not in ids
+    assert lab_tokenizer.decode(ids) == text
+    reloaded = AutoTokenizer.from_pretrained(untrained_lab_dir)  # what TRL, PEFT and vLLM do
+    assert reloaded(text, add_special_tokens=False)["input_ids"] == ids
+    prompt = reloaded.apply_chat_template([{"role": "user", "content": p.text()}], tokenize=False,
+                                          add_generation_prompt=True)
+    assert prompt.startswith("<|im_start|>user start") and prompt.endswith("<|im_start|>assistant ")
+    assert split_thinking(reloaded.decode(ids)).answer.strip() == f"the answer is \\boxed{{ {p.answer} }}"
+
+
+def test_model_config_supported_head_size_and_reload(lab_tokenizer, untrained_lab_dir):
+    with pytest.raises(ValueError, match="head size"):
+        lab_model_config(lab_tokenizer, hidden_size=128, num_heads=16)
+    model = AutoModelForCausalLM.from_pretrained(untrained_lab_dir)
+    assert model.config.head_dim == 32 and model.config.vocab_size == len(lab_tokenizer)
+    fresh = build_lab_model(lab_tokenizer, seed=0)
+    assert all((a == b).all() for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+
+def test_lab_splits_columns_sizes_and_disjointness():
+    test = lab_dataset("test")
+    assert test.column_names == ["id", "problem", "prompt", "answer", "solution"]
+    assert len(test) == SPLITS["test"][0] >= 2000
+    assert len(set(test["problem"])) == len(test)
+    train = set(lab_problems("train"))
+    assert not train & set(lab_problems("test")) and not train & set(lab_problems("hard"))
+    hard = lab_dataset("hard", limit=50)
+    assert min(parse_problem(p).num_steps for p in hard["problem"]) > max(
+        parse_problem(p).num_steps for p in test["problem"])
+    assert lab_dataset("test", limit=5)["problem"] == test["problem"][:5]  # deterministic
+    with pytest.raises(ValueError, match="unknown lab split"):
+        lab_problems("validation")
