@@ -4,7 +4,8 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from effreason.cli import main
-from effreason.lab.bootstrap import BootstrapConfig, collate, length_bucketed_batches, run_bootstrap, training_examples
+from effreason.lab.bootstrap import collate, length_bucketed_batches, run_bootstrap, training_examples
+from effreason.lab.config import BootstrapConfig
 from effreason.models import LAB_MODEL_DIR, load_model_and_tokenizer, resolve_model_path
 
 
@@ -61,3 +62,15 @@ def test_lab_alias_resolves_to_the_shipped_checkpoint():
     assert resolve_model_path("lab") == str(LAB_MODEL_DIR)
     assert resolve_model_path("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
     AutoModelForCausalLM.from_pretrained(resolve_model_path("lab"))
+
+
+def test_training_is_deterministic_for_a_seed():
+    from effreason.lab.bootstrap import train
+
+    cfg = BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1)
+    first, _, _, loss_a = train(cfg)
+    second, _, _, loss_b = train(cfg)
+    assert loss_a == loss_b
+    assert all((a == b).all() for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+    other, _, _, _ = train(BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1, seed=1))
+    assert not all((a == b).all() for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True))

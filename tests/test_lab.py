@@ -51,7 +51,7 @@ def test_trace_styles_differ_in_functional_steps_and_stay_correct():
     for name, style in (("verbose", VERBOSE), ("concise", CONCISE)):
         traces = [write_trace(p, style, rng) for p in problems]
         functional[name] = sum(k != PROGRESSIVE for t in traces for k, _ in t.segments) / len(traces)
-        assert all(grader.grade(t.text, str(p.answer)).correct for t, p in zip(traces, problems))
+        assert all(grader.grade(t.text, str(p.answer)).correct for t, p in zip(traces, problems, strict=True))
         kinds = {k for t in traces for k, _ in t.segments}
         if name == "verbose":
             assert {"verification", "recompute", "error", "correction", "final_check"} <= kinds
@@ -82,7 +82,7 @@ def test_model_config_supported_head_size_and_reload(lab_tokenizer, untrained_la
     model = AutoModelForCausalLM.from_pretrained(untrained_lab_dir)
     assert model.config.head_dim == 32 and model.config.vocab_size == len(lab_tokenizer)
     fresh = build_lab_model(lab_tokenizer, seed=0)
-    assert all((a == b).all() for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    assert all((a == b).all() for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True))
 
 
 def test_lab_splits_columns_sizes_and_disjointness():

@@ -19,46 +19,19 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from effreason.format import THINK_END
+from effreason.lab.config import BootstrapConfig
 from effreason.lab.datasets import lab_problems
 from effreason.lab.model import build_lab_model
 from effreason.lab.tokenizer import build_lab_tokenizer
 from effreason.lab.traces import sample_style, write_trace
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BootstrapConfig:
-    """Settings of ``effreason lab bootstrap`` (defaults build the shipped checkpoint)."""
-
-    seed: int = 0
-    steps: int = 1300
-    concise_steps: int = 800
-    batch_size: int = 32
-    learning_rate: float = 5e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    verbose_share: float = 0.8
-    hidden_size: int = 128
-    num_layers: int = 4
-    eval_limit: int | None = None
-    eval_batch_size: int = 250
-    max_new_tokens: int = 320
-    threads: int = 2
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
-        if not 0 <= self.concise_steps <= self.steps:
-            raise ValueError(f"concise_steps must be in [0, steps={self.steps}], got {self.concise_steps}")
-        if not 0.0 <= self.verbose_share <= 1.0:
-            raise ValueError(f"verbose_share must be in [0, 1], got {self.verbose_share}")
 
 
 def training_examples(tokenizer, num: int, seed: int, verbose_share: float) -> list[tuple[list[int], int]]:

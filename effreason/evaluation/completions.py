@@ -1,0 +1,92 @@
+"""Grade completions produced elsewhere (an API, a vLLM server) with the same grader and metrics.
+
+Input rows need a completion and a gold answer (field names configurable); ``prompt`` and ``id`` are
+optional, and a boolean ``finished`` (False = cut at the length limit) is used when present.
+Token figures need a tokenizer (``--tokenizer``): without one they are reported as unavailable,
+never as character counts. Truncation is ``not finished`` where rows say so, else "thinking never
+closed" (``effreason.format.split_thinking``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from effreason.evaluation import budget as budgeting
+from effreason.evaluation import report, store
+from effreason.evaluation.config import EvalConfig
+from effreason.format import split_thinking
+from effreason.jsonl import DataError, iter_jsonl, require, write_jsonl
+
+logger = logging.getLogger(__name__)
+
+
+def read_completions(cfg: EvalConfig) -> list[dict]:
+    """Rows ``{id, prompt, completion, answer, finished}`` from the ``--completions`` file."""
+    path = cfg.completions
+    prompt_field, id_field = cfg.prompt_field or "prompt", cfg.id_field or "id"
+    rows = []
+    for lineno, row in iter_jsonl(path):
+        completion = require(row, cfg.completion_field, path, lineno, str)
+        gold = require(row, cfg.answer_field, path, lineno, (str, int, float))
+        finished = row.get("finished")
+        if finished is not None and not isinstance(finished, bool):
+            raise DataError(path, lineno, f"expected true/false, got {finished!r}", field="finished")
+        rows.append({"id": str(row.get(id_field, len(rows))), "prompt": row.get(prompt_field),
+                     "completion": completion, "answer": str(gold), "finished": finished})
+        if cfg.limit is not None and len(rows) >= cfg.limit:
+            break
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise DataError(path, None, f"ids are not unique; name a unique field with --id-field (now {id_field!r})")
+    if not rows:
+        raise DataError(path, None, "no completions")
+    return rows
+
+
+def grade_completions(cfg: EvalConfig) -> dict:
+    """Grade ``cfg.completions`` and write samples.jsonl, results.json and summary.md to ``cfg.output``."""
+    from effreason.evaluation.runner import finish
+    from effreason.grading import Grader
+
+    start = time.perf_counter()
+    if cfg.grading is None:
+        cfg.grading = "math"
+    if cfg.last_number_fallback is None:
+        cfg.last_number_fallback = False
+    inputs = read_completions(cfg)
+    out_dir = Path(cfg.output)
+    store.check_config(out_dir, cfg.fingerprint(), overwrite=cfg.overwrite)
+    store.write_config(out_dir, cfg.fingerprint(), cfg.to_dict())
+    tokenizer = None
+    if cfg.tokenizer:
+        from effreason.models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    t = time.perf_counter()
+    with Grader(mode=cfg.grading, timeout_s=cfg.grade_timeout_s, num_workers=cfg.grade_workers,
+                last_number_fallback=cfg.last_number_fallback) as grader:
+        grades = grader.grade_batch([r["completion"] for r in inputs], [r["answer"] for r in inputs])
+    grading_s = time.perf_counter() - t
+    rows = []
+    for r, g in zip(inputs, grades, strict=True):
+        if r["finished"] is not None:
+            truncated = not r["finished"]
+        else:
+            truncated = split_thinking(r["completion"]).answer is None
+        row = {"id": r["id"], "sample": 0, "budget": None, "prompt": r["prompt"], "completion": r["completion"],
+               "answer": r["answer"], "extracted": g.extracted, "correct": bool(g.correct), "reason": g.reason,
+               "truncated": truncated, "forced": False}
+        if tokenizer is not None:
+            thinking, answer = budgeting.split_text_token_counts(r["completion"], tokenizer)
+            row.update(tokens=thinking + answer, thinking_tokens=thinking, answer_tokens=answer)
+        rows.append(row)
+    write_jsonl(out_dir / store.SAMPLES_FILE, rows)
+    results = report.summarize(rows, has_tokens=tokenizer is not None)
+    results["token_stats_available"] = tokenizer is not None
+    meta = {"model": None, "tokenizer": cfg.tokenizer, "backend": None, "benchmark": cfg.completions,
+            "resumed_rows": 0}
+    timing = {"model_load_s": 0.0, "generation_s": 0.0, "grading_s": grading_s, "generated_tokens": 0, "problems": 0,
+              "graded_per_s": len(rows) / grading_s if grading_s else None}
+    return finish(out_dir, results, meta, cfg, start, timing)

@@ -1,0 +1,111 @@
+"""The resolved settings of one ``effreason eval`` run, validated with messages that say how to fix them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+#: Default completion cap by benchmark: lab traces stay under ~300 tokens and the lab model has 512
+#: positions; real reasoning models get 4,096 unless told otherwise.
+DEFAULT_MAX_NEW_TOKENS = {"lab": 384, "lab_hard": 384}
+REAL_MODEL_MAX_NEW_TOKENS = 4096
+#: Default sequences per HF ``generate`` call, and prompts per vLLM ``generate`` call (= per resume chunk).
+DEFAULT_BATCH_SIZE = {"hf": 64, "vllm": 512}
+
+#: Settings that do not change what is generated or how it is graded: a run may resume with them changed.
+NON_RESULT_FIELDS = frozenset({"output", "overwrite", "progress", "baseline", "aes_weights", "data_dir",
+                               "grade_workers"})
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``effreason eval`` needs; see ``effreason eval --help`` for each option."""
+
+    output: str
+    # what to evaluate: a benchmark, a user JSONL of problems, or finished completions
+    benchmark: str | None = None
+    data: str | None = None
+    completions: str | None = None
+    split: str = "test"
+    data_dir: str | None = None
+    limit: int | None = None
+    prompt_field: str | None = None
+    answer_field: str = "answer"
+    id_field: str | None = None
+    completion_field: str = "completion"
+    instruction: str | None = None
+    # the model and how it generates
+    model: str | None = None
+    adapter: str | None = None
+    tokenizer: str | None = None
+    backend: str = "hf"
+    dtype: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    max_model_len: int | None = None
+    max_new_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    samples: int = 1
+    seed: int = 0
+    system_prompt: str | None = None
+    chat_template: bool = True
+    chat_template_kwargs: dict = field(default_factory=dict)
+    methods: dict = field(default_factory=dict)
+    # budgets (s1-style forcing)
+    budgets: list[int] = field(default_factory=list)
+    answer_prefix: str | None = None
+    budget_answer_tokens: int = 32
+    # grading
+    grading: str | None = None
+    last_number_fallback: bool | None = None
+    grade_timeout_s: float = 5.0
+    grade_workers: int = 1
+    # reporting
+    baseline: str | None = None
+    aes_weights: tuple[float, float, float] = (1.0, 3.0, 5.0)
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        sources = [name for name in ("benchmark", "data", "completions") if getattr(self, name)]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of --benchmark NAME, --data FILE.jsonl or --completions FILE.jsonl"
+                             + (f" (got {', '.join('--' + s for s in sources)})" if sources else ""))
+        if self.completions is None and not self.model:
+            raise ValueError("--model is required to generate (a hub id, a local path, or `lab`); "
+                             "to grade existing generations use --completions FILE.jsonl")
+        if self.completions is not None and (self.model or self.budgets):
+            raise ValueError("--completions grades finished text: drop --model/--budgets "
+                             "(use --tokenizer for token counts)")
+        if self.backend not in DEFAULT_BATCH_SIZE:
+            raise ValueError(f"--backend must be one of {sorted(DEFAULT_BATCH_SIZE)}, got {self.backend!r}")
+        if self.grading not in (None, "math", "exact"):
+            raise ValueError(f"--grading must be 'math' or 'exact', got {self.grading!r}")
+        if self.samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {self.samples}")
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("--samples > 1 with greedy decoding gives identical samples; set --temperature > 0")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need --temperature >= 0 and 0 < --top-p <= 1, got {self.temperature}, {self.top_p}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if any(b < 1 for b in self.budgets) or len(set(self.budgets)) != len(self.budgets):
+            raise ValueError(f"--budgets must be distinct positive token counts, got {self.budgets}")
+        self.budgets = sorted(self.budgets)
+        if self.max_new_tokens is None and self.completions is None:
+            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS.get(self.benchmark or "", REAL_MODEL_MAX_NEW_TOKENS)
+        if self.budgets and self.budgets[-1] > self.max_new_tokens:
+            raise ValueError(f"budget {self.budgets[-1]} exceeds --max-new-tokens {self.max_new_tokens}: budgets cut "
+                             "the unbudgeted completion, so raise --max-new-tokens or drop the larger budgets")
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZE[self.backend]
+        if self.batch_size < 1 or self.budget_answer_tokens < 1:
+            raise ValueError("--batch-size and --budget-answer-tokens must be >= 1")
+
+    def to_dict(self) -> dict:
+        """All settings, JSON-ready."""
+        return asdict(self)
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the interrupted one (everything that changes results)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}

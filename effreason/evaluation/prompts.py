@@ -1,0 +1,91 @@
+"""Problems for an eval run: load the benchmark or JSONL, apply the system prompt and chat template, tokenize."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from effreason.evaluation.config import EvalConfig
+from effreason.format import MATH_INSTRUCTION
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem as the model sees it.
+
+    Attributes:
+        index: position in the benchmark (after ``--limit``), also the base of its sampling seed.
+        prompt: the rendered prompt text (chat template applied).
+    """
+
+    index: int
+    id: str
+    prompt: str
+    prompt_ids: list[int]
+    answer: str
+
+
+@dataclass
+class Task:
+    """The problems plus how the benchmark is graded by default."""
+
+    problems: list[Problem]
+    grading: str
+    last_number_fallback: bool
+
+
+def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """Messages with ``system_prompt`` as the (only) system message; unchanged when it is ``None``."""
+    if system_prompt is None:
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] != "system"]
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, chat_template: bool = True,
+                  template_kwargs: dict | None = None) -> tuple[str, list[int]]:
+    """Prompt text and ids: the chat template with the generation prompt, or the plain contents.
+
+    Without a template (``chat_template=False`` or a tokenizer that has none) the message contents are
+    joined by blank lines and tokenized with the tokenizer's special tokens (BOS where it uses one).
+    """
+    if chat_template and tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                             **(template_kwargs or {}))
+        return text, tokenizer(text, add_special_tokens=False)["input_ids"]
+    text = "\n\n".join(m["content"] for m in messages)
+    return text, tokenizer(text)["input_ids"]
+
+
+def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
+    """The run's problems (benchmark or ``--data`` JSONL), rendered for ``tokenizer``."""
+    from effreason.benchmarks import BENCHMARKS, load_benchmark, load_jsonl_benchmark
+
+    if cfg.benchmark is not None:
+        if cfg.benchmark not in BENCHMARKS:
+            raise ValueError(f"unknown benchmark {cfg.benchmark!r}; expected one of {', '.join(BENCHMARKS)} "
+                             "or --data FILE.jsonl")
+        spec = BENCHMARKS[cfg.benchmark]
+        dataset = load_benchmark(cfg.benchmark, data_dir=cfg.data_dir, split=cfg.split, limit=cfg.limit)
+        grading, fallback = spec.grading_mode, spec.last_number_fallback
+    else:
+        instruction = MATH_INSTRUCTION if cfg.instruction == "math" else cfg.instruction
+        dataset = load_jsonl_benchmark(cfg.data, prompt_field=cfg.prompt_field or "problem",
+                                       answer_field=cfg.answer_field, id_field=cfg.id_field,
+                                       instruction=instruction, limit=cfg.limit)
+        grading, fallback = "math", False
+    if cfg.chat_template and not tokenizer.chat_template:
+        logger.warning("the tokenizer has no chat template: prompts are the plain problem text")
+    problems = []
+    for i, row in enumerate(dataset):
+        messages = with_system_prompt(row["prompt"], cfg.system_prompt)
+        text, ids = render_prompt(tokenizer, messages, chat_template=cfg.chat_template,
+                                  template_kwargs=cfg.chat_template_kwargs)
+        problems.append(Problem(index=i, id=str(row["id"]), prompt=text, prompt_ids=list(ids), answer=str(row["answer"])))
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ValueError("problem ids are not unique; pass --id-field naming a unique field (or none, to number rows)")
+    return Task(problems, grading, fallback)

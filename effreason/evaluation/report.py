@@ -1,0 +1,144 @@
+"""From samples.jsonl rows to the figures of results.json and the markdown summary.
+
+Everything is computed from the rows alone, so results of a resumed run equal those of an
+uninterrupted one. Rows with ``budget`` null are the unbudgeted completions; the others are the same
+samples under budget forcing (see ``effreason.evaluation.budget``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from effreason.evaluation import metrics
+
+#: Result keys that describe one invocation (timing), not the run's outcome.
+TIMING_KEYS = ("wall_time_s", "throughput", "resumed_rows", "created")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summarize(rows: list[dict], *, samples_per_problem: int = 1, budgets: list[int] | None = None,
+              has_tokens: bool = True) -> dict:
+    """The run's figures: accuracy, token statistics, truncation, EFF, k-sample and budget figures.
+
+    Args:
+        rows: samples.jsonl rows (keys ``id, sample, budget, correct, extracted, tokens, ...``).
+        has_tokens: False when token counts are unknown (graded text without a tokenizer): token figures
+            are then ``None``, never character counts.
+    """
+    base = sorted((r for r in rows if r.get("budget") is None), key=lambda r: (str(r["id"]), r["sample"]))
+    acc = metrics.accuracy([r["correct"] for r in base])
+    out: dict = {
+        "accuracy": acc,
+        "n": len({str(r["id"]) for r in base}),
+        "num_samples": len(base),
+        "samples_per_problem": samples_per_problem,
+    }
+    if has_tokens:
+        out.update(metrics.token_stats([r["tokens"] for r in base]))
+        out["thinking_tokens_mean"] = _mean([r["thinking_tokens"] for r in base])
+        out["answer_tokens_mean"] = _mean([r["answer_tokens"] for r in base])
+        out["eff"] = metrics.eff(acc, out["tokens_mean"])
+        out["accuracy_per_1k_tokens"] = metrics.accuracy_per_1k_tokens(acc, out["tokens_mean"])
+    else:
+        for key in ("tokens_mean", "tokens_median", "tokens_p90", "tokens_max", "thinking_tokens_mean",
+                    "answer_tokens_mean", "eff", "accuracy_per_1k_tokens"):
+            out[key] = None
+    out["truncation_rate"] = metrics.accuracy([r["truncated"] for r in base])
+    reasons: dict[str, int] = defaultdict(int)
+    for r in base:
+        reasons[r["reason"]] += 1
+    out["grade_reasons"] = dict(sorted(reasons.items()))
+    if samples_per_problem > 1:
+        out.update(_k_sample_figures(base))
+    if budgets:
+        out["budgets"], out["budget_auc"] = _budget_figures(rows, budgets, has_tokens)
+    return _finite(out)
+
+
+def _k_sample_figures(base: list[dict]) -> dict:
+    groups: dict[str, list[tuple[str | None, bool]]] = defaultdict(list)
+    for r in base:
+        groups[str(r["id"])].append((r["extracted"], bool(r["correct"])))
+    return {
+        "accuracy_mean_at_k": metrics.accuracy([r["correct"] for r in base]),
+        "majority_accuracy": metrics.majority_accuracy(list(groups.values())),
+        "pass_at_k": metrics.accuracy([any(ok for _, ok in g) for g in groups.values()]),
+    }
+
+
+def _budget_figures(rows: list[dict], budgets: list[int], has_tokens: bool) -> tuple[dict, float]:
+    by_budget: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("budget") is not None:
+            by_budget[int(r["budget"])].append(r)
+    figures = {}
+    for b in sorted(budgets):
+        rs = by_budget.get(b, [])
+        figures[str(b)] = {
+            "accuracy": metrics.accuracy([r["correct"] for r in rs]),
+            "tokens_mean": _mean([r["tokens"] for r in rs]) if has_tokens else None,
+            "forced_rate": metrics.accuracy([r["forced"] for r in rs]),
+            "num_samples": len(rs),
+        }
+    auc = metrics.budget_auc({int(b): f["accuracy"] for b, f in figures.items()})
+    return figures, auc
+
+
+def _finite(obj):
+    """NaN and infinities become ``None`` (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj
+
+
+def baseline_figures(results: dict, baseline: dict, weights: tuple[float, float, float] = metrics.AES_WEIGHTS) -> dict:
+    """Token reduction and AES of ``results`` against a baseline run's results (both results.json dicts)."""
+    out = {"accuracy_delta": results["accuracy"] - baseline["accuracy"], "aes_weights": dict(zip("abc", weights, strict=True))}
+    t, t_base = results.get("tokens_mean"), baseline.get("tokens_mean")
+    if t is None or not t_base:
+        out["token_reduction"] = out["aes"] = None
+        return out
+    out["token_reduction"] = metrics.token_reduction(t, t_base)
+    out["aes"] = metrics.aes(results["accuracy"], t, baseline["accuracy"], t_base, weights) if baseline["accuracy"] > 0 else None
+    return out
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_markdown(results: dict) -> str:
+    """A short human-readable summary of results.json."""
+    cfg = results.get("config", {})
+    title = cfg.get("benchmark") or cfg.get("data") or cfg.get("completions") or "eval"
+    lines = [f"# effreason eval: {title}", "",
+             f"- model: `{results.get('model')}`  backend: `{results.get('backend')}`",
+             f"- problems: {results['n']}  samples per problem: {results['samples_per_problem']}", "",
+             "| metric | value |", "|---|---|"]
+    keys = ["accuracy", "majority_accuracy", "pass_at_k", "tokens_mean", "tokens_median", "tokens_p90",
+            "tokens_max", "thinking_tokens_mean", "answer_tokens_mean", "truncation_rate", "eff",
+            "accuracy_per_1k_tokens", "budget_auc", "wall_time_s"]
+    for key in keys:
+        if key in results:
+            lines.append(f"| {key} | {_fmt(results[key], 5 if key == 'eff' else 3)} |")
+    if results.get("budgets"):
+        lines += ["", "| budget | accuracy | tokens_mean | forced_rate |", "|---|---|---|---|"]
+        for b, f in results["budgets"].items():
+            lines.append(f"| {b} | {_fmt(f['accuracy'])} | {_fmt(f['tokens_mean'], 1)} | {_fmt(f['forced_rate'])} |")
+    if results.get("vs_baseline"):
+        vb = results["vs_baseline"]
+        w = vb["aes_weights"]
+        lines += ["", f"Against baseline `{vb.get('baseline')}`: token reduction {_fmt(vb['token_reduction'])}, "
+                      f"accuracy delta {_fmt(vb['accuracy_delta'])}, AES {_fmt(vb['aes'])} "
+                      f"(weights a={w['a']}, b={w['b']}, c={w['c']})."]
+    return "\n".join(lines) + "\n"

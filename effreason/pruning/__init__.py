@@ -1,0 +1,33 @@
+"""PIR trace pruning (LIMOPro, arXiv 2505.19187): segment, classify, score, prune."""
+
+from effreason.pruning.bench import time_pir_scoring
+from effreason.pruning.classify import (
+    ERROR_CORRECTION,
+    FUNCTIONAL_LABELS,
+    MULTI_METHOD,
+    PROGRESSIVE,
+    VERIFICATION,
+    MarkerClassifier,
+    MarkerConfig,
+    StepClassifier,
+    is_functional,
+)
+from effreason.pruning.pir import ParsedTrace, answer_nll, parse_trace, pir_scores
+from effreason.pruning.prune import (
+    PrunedTrace,
+    StepRecord,
+    load_traces,
+    num_to_remove,
+    prune_trace,
+    prune_traces,
+    summarize,
+)
+from effreason.pruning.segment import LabSegmenter, ParagraphSegmenter, Segmenter
+
+__all__ = [
+    "ERROR_CORRECTION", "FUNCTIONAL_LABELS", "MULTI_METHOD", "PROGRESSIVE", "VERIFICATION",
+    "LabSegmenter", "MarkerClassifier", "MarkerConfig", "ParagraphSegmenter", "ParsedTrace",
+    "PrunedTrace", "Segmenter", "StepClassifier", "StepRecord", "answer_nll", "is_functional",
+    "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_trace", "prune_traces",
+    "summarize", "time_pir_scoring",
+]

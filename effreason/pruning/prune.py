@@ -1,0 +1,161 @@
+"""Prune functional steps from reasoning traces: by lowest PIR (LIMOPro, arXiv 2505.19187) or at random.
+
+Per trace: segment the thinking, label the steps, score the functional ones with PIR, and remove the
+``floor(ratio * n_functional)`` lowest-scoring functional steps (ties: the earlier step first).
+Rounding down means a trace with one functional step loses it only at ``ratio = 1``; it never removes
+more than the ratio asks. Progressive steps are always kept. The random baseline removes the same
+number of functional steps, chosen uniformly with a per-trace seeded generator, and needs no model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from effreason.format import count_completion_tokens
+from effreason.jsonl import DataError, iter_jsonl, require
+from effreason.pruning.classify import MarkerClassifier, StepClassifier, is_functional
+from effreason.pruning.pir import ParsedTrace, parse_trace, pir_scores
+from effreason.pruning.segment import ParagraphSegmenter, Segmenter
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("pir", "random")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a pruned trace: stripped ``text``, ``label``, ``pir`` (None if not scored)."""
+
+    text: str
+    label: str
+    pir: float | None
+    removed: bool
+
+
+@dataclass(frozen=True)
+class PrunedTrace:
+    """The result for one trace; ``asdict`` of it is one output JSONL row."""
+
+    id: str
+    completion: str
+    pruned_completion: str
+    steps: list[StepRecord]
+    tokens_before: int
+    tokens_after: int
+
+    def to_row(self) -> dict:
+        return asdict(self)
+
+
+def num_to_remove(num_functional: int, ratio: float) -> int:
+    """``floor(ratio * num_functional)``; the epsilon keeps e.g. 0.3 * 10 at 3, not 2."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    return min(num_functional, math.floor(ratio * num_functional + 1e-9))
+
+
+def lowest_pir(scores: dict[int, float], k: int) -> list[int]:
+    """Indices of the ``k`` lowest scores (ties broken by position)."""
+    return sorted(sorted(scores, key=lambda i: (scores[i], i))[:k])
+
+
+def random_choice(functional: Sequence[int], k: int, rng: random.Random) -> list[int]:
+    """``k`` of the ``functional`` indices, uniformly at random."""
+    return sorted(rng.sample(list(functional), k))
+
+
+def _count_tokens(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return count_completion_tokens(ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+
+def prune_trace(trace_id: str, problem: str, completion: str, *, tokenizer, model=None,
+                ratio: float, method: str = "pir", segmenter: Segmenter | None = None,
+                classifier: StepClassifier | None = None, seed: int = 0,
+                max_batch_tokens: int = 16384) -> PrunedTrace:
+    """Prune one trace (see the module docstring).
+
+    Args:
+        trace_id / problem / completion: the trace; ``completion`` must have a closed ``</think>``.
+        tokenizer: counts tokens (and builds the scorer's inputs).
+        model: the PIR scorer (any HF causal LM); unused by ``method="random"``.
+        ratio: share of the functional steps to remove (rounded down).
+        method: "pir" or "random".
+        segmenter / classifier: defaults ``ParagraphSegmenter()`` / ``MarkerClassifier()``.
+        seed: random baseline seed (combined with ``trace_id``).
+        max_batch_tokens: padded tokens per forward pass when scoring.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "pir" and model is None:
+        raise ValueError("method='pir' needs a scoring model")
+    parsed: ParsedTrace = parse_trace(completion, segmenter or ParagraphSegmenter())
+    texts = [s.strip() for s in parsed.steps]
+    labels = (classifier or MarkerClassifier())(texts)
+    functional = [i for i, label in enumerate(labels) if is_functional(label)]
+    k = num_to_remove(len(functional), ratio)
+    scores: dict[int, float] = {}
+    if method == "pir":
+        scores = pir_scores(model, tokenizer, problem, parsed, functional, max_batch_tokens=max_batch_tokens)
+        removed = set(lowest_pir(scores, k))
+    else:
+        removed = set(random_choice(functional, k, random.Random(f"{seed}:{trace_id}")))
+    keep = [i not in removed for i in range(len(parsed.steps))]
+    pruned = parsed.render(keep)
+    steps = [StepRecord(t, lab, scores.get(i), i in removed) for i, (t, lab) in enumerate(zip(texts, labels,
+                                                                                              strict=True))]
+    return PrunedTrace(trace_id, completion, pruned, steps, _count_tokens(tokenizer, completion),
+                       _count_tokens(tokenizer, pruned))
+
+
+def summarize(results: Sequence[PrunedTrace]) -> dict:
+    """Dataset-level numbers: token counts, ``1 - after / before``, step counts."""
+    before = sum(r.tokens_before for r in results)
+    after = sum(r.tokens_after for r in results)
+    steps = [s for r in results for s in r.steps]
+    functional = [s for s in steps if is_functional(s.label)]
+    return {
+        "prune/traces": len(results),
+        "prune/tokens_before": before,
+        "prune/tokens_after": after,
+        "prune/token_reduction": 1.0 - after / before if before else 0.0,
+        "prune/steps": len(steps),
+        "prune/steps_functional": len(functional),
+        "prune/steps_removed": sum(s.removed for s in steps),
+    }
+
+
+def prune_traces(rows: Sequence[dict], **kwargs) -> tuple[list[PrunedTrace], dict]:
+    """Prune rows with ``id``, ``problem``, ``completion``; keyword arguments go to ``prune_trace``.
+
+    Returns:
+        (results, summary) with ``summary`` from ``summarize``.
+    """
+    results = []
+    for n, row in enumerate(rows, start=1):
+        results.append(prune_trace(str(row["id"]), row["problem"], row["completion"], **kwargs))
+        if n % 100 == 0:
+            logger.info("pruned %d / %d traces", n, len(rows))
+    return results, summarize(results)
+
+
+def load_traces(path) -> list[dict]:
+    """Read trace rows (``id``, ``problem``, ``completion``, optional ``answer``) from JSONL.
+
+    Raises:
+        DataError: naming the file, line and field, for a missing field or a completion whose
+            thinking never closed.
+    """
+    rows = []
+    for line, row in iter_jsonl(path):
+        for field in ("id", "problem", "completion"):
+            require(row, field, path, line, (str, int) if field == "id" else str)
+        if "</think>" not in row["completion"]:
+            raise DataError(path, line, "no closed </think>: a truncated trace cannot be pruned",
+                            field="completion")
+        rows.append(row)
+    return rows

@@ -1,0 +1,1 @@
+"""Glue between effreason and the training engines it builds on (TRL, vLLM)."""

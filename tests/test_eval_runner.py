@@ -1,0 +1,174 @@
+"""``effreason eval`` end to end on a tiny untrained lab model: files, budgets, k samples, resume, compare."""
+
+import json
+
+import pytest
+
+from effreason.cli import main
+from effreason.evaluation import report, store
+from effreason.lab.model import build_lab_model
+from effreason.lab.tokenizer import build_lab_tokenizer
+
+FORCED = "</think> the answer is \\boxed{"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lab_model")
+    tok = build_lab_tokenizer()
+    build_lab_model(tok, seed=0).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def eval_args(model_dir, out, *extra):
+    return ["eval", "--model", model_dir, "--benchmark", "lab", "--limit", "12", "--max-new-tokens", "16",
+            "--batch-size", "4", "--no-progress", "--output", str(out), *extra]
+
+
+def results_of(out):
+    return json.loads((out / store.RESULTS_FILE).read_text())
+
+
+def samples_of(out):
+    rows, torn = store.read_samples(out / store.SAMPLES_FILE)
+    assert not torn
+    return {store.row_key(r): r for r in rows}
+
+
+def outcome(results):
+    """results.json without what describes one invocation (timing, output path)."""
+    out = {k: v for k, v in results.items() if k not in report.TIMING_KEYS}
+    out["config"] = {k: v for k, v in out["config"].items() if k != "output"}
+    return out
+
+
+def test_eval_writes_results_samples_and_summary(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(eval_args(model_dir, out)) == 0
+    r = results_of(out)
+    rows = samples_of(out)
+    assert r["n"] == 12 and len(rows) == 12
+    for key in ("accuracy", "tokens_mean", "tokens_median", "tokens_p90", "tokens_max", "thinking_tokens_mean",
+                "answer_tokens_mean", "truncation_rate", "eff", "accuracy_per_1k_tokens", "config", "model",
+                "backend", "versions", "wall_time_s", "throughput"):
+        assert key in r, key
+    assert r["backend"] == "hf" and r["versions"]["transformers"] and r["config"]["max_new_tokens"] == 16
+    assert r["config"]["grading"] == "exact"  # resolved from the lab benchmark's spec
+    tokens = [row["tokens"] for row in rows.values()]
+    assert max(tokens) <= 16 and r["tokens_mean"] == pytest.approx(sum(tokens) / 12)
+    assert all(row["thinking_tokens"] + row["answer_tokens"] == row["tokens"] for row in rows.values())
+    assert r["accuracy"] == sum(row["correct"] for row in rows.values()) / 12
+    assert (out / store.SUMMARY_FILE).read_text().startswith("# effreason eval: lab")
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(model_dir, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(eval_args(model_dir, full)) == 0
+    assert main(eval_args(model_dir, cut)) == 0
+    # what a kill -9 leaves: one finished chunk, part of the next, a torn line, no results
+    lines = (cut / store.SAMPLES_FILE).read_text().splitlines(keepends=True)
+    (cut / store.SAMPLES_FILE).write_text("".join(lines[:6]) + lines[6][:25])
+    (cut / store.RESULTS_FILE).unlink()
+    assert main(eval_args(model_dir, cut)) == 0
+    resumed = results_of(cut)
+    assert resumed["resumed_rows"] == 4  # the one complete chunk of 4 problems
+    assert outcome(resumed) == outcome(results_of(full))
+    assert samples_of(cut) == samples_of(full)
+
+
+def test_resume_refuses_a_changed_config(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(eval_args(model_dir, out, "--limit", "4")) == 0
+    assert main(eval_args(model_dir, out, "--limit", "4", "--max-new-tokens", "8")) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens: saved 16, now 8" in err and "--overwrite" in err
+    assert main(eval_args(model_dir, out, "--limit", "4", "--max-new-tokens", "8", "--overwrite")) == 0
+    assert results_of(out)["config"]["max_new_tokens"] == 8
+
+
+def test_budget_forcing_rows(model_dir, tmp_path):
+    out = tmp_path / "budgets"
+    assert main(eval_args(model_dir, out, "--budgets", "4,8", "--budget-answer-tokens", "3")) == 0
+    r, rows = results_of(out), samples_of(out)
+    assert len(rows) == 12 * 3 and set(r["budgets"]) == {"4", "8"}
+    for (pid, _, budget), row in rows.items():
+        if budget is None:
+            continue
+        base = rows[(pid, 0, None)]
+        if row["forced"]:
+            assert FORCED in row["completion"]
+            # budget thinking tokens + </think> + "the answer is \boxed{" (4) + at most 3 answer tokens
+            assert budget + 5 <= row["tokens"] <= budget + 5 + 3
+            assert row["thinking_tokens"] == budget + 1
+        else:
+            assert row["completion"] == base["completion"]
+    assert r["budget_auc"] == pytest.approx((r["budgets"]["4"]["accuracy"] + r["budgets"]["8"]["accuracy"]) / 2)
+
+
+def test_k_samples(model_dir, tmp_path):
+    out = tmp_path / "k"
+    assert main(eval_args(model_dir, out, "--limit", "4", "--temperature", "1.0", "-k", "3", "--seed", "1")) == 0
+    r, rows = results_of(out), samples_of(out)
+    assert len(rows) == 12 and r["n"] == 4 and r["samples_per_problem"] == 3
+    assert {"accuracy_mean_at_k", "majority_accuracy", "pass_at_k"} <= set(r)
+    completions = [rows[("lab/test/0", s, None)]["completion"] for s in range(3)]
+    assert len(set(completions)) > 1  # sampled, not greedy
+
+
+def test_user_jsonl_benchmark(model_dir, tmp_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"q": f"start {i} ; s1 + 1 ; ( mod 11 )", "gold": (i + 1) % 11}) + "\n"
+                            for i in range(3)))
+    out = tmp_path / "user"
+    argv = ["eval", "--model", model_dir, "--data", str(data), "--prompt-field", "q", "--answer-field", "gold",
+            "--max-new-tokens", "8", "--no-progress", "--output", str(out)]
+    assert main(argv) == 0
+    rows = samples_of(out)
+    assert [rows[(f"problems/{i}", 0, None)]["answer"] for i in range(3)] == ["1", "2", "3"]
+    assert "start 2 ; s1 + 1" in rows[("problems/2", 0, None)]["prompt"]
+
+
+def test_compare_table_and_plot(model_dir, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(eval_args(model_dir, a, "--limit", "4")) == 0
+    assert main(eval_args(model_dir, b, "--limit", "4", "--max-new-tokens", "8", "--budgets", "4")) == 0
+    capsys.readouterr()
+    png = tmp_path / "cmp.png"
+    assert main(["eval", "compare", str(a), str(b), "--baseline", str(a), "--plot", str(png)]) == 0
+    table = capsys.readouterr().out
+    assert "| a " in table and "| b " in table and "AES weights: a=1.0, b=3.0, c=5.0" in table
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_input_errors_are_one_line(model_dir, tmp_path, capsys):
+    assert main(["eval", "--model", model_dir, "--output", str(tmp_path)]) == 2
+    assert "exactly one of --benchmark" in capsys.readouterr().err
+    assert main(["eval", "--benchmark", "lab", "--output", str(tmp_path)]) == 2
+    assert "--model is required" in capsys.readouterr().err
+    assert main(eval_args(model_dir, tmp_path / "x", "--budgets", "64")) == 2
+    assert "exceeds --max-new-tokens" in capsys.readouterr().err
+    assert main(eval_args(model_dir, tmp_path / "x", "-k", "2")) == 2
+    assert "set --temperature" in capsys.readouterr().err
+
+
+def test_missing_vllm_names_the_extra(model_dir, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert main(eval_args(model_dir, tmp_path / "v", "--backend", "vllm")) == 2
+    assert "pip install effreason[vllm]" in capsys.readouterr().err
+
+
+def test_resume_notices_changed_weights(tmp_path, capsys):
+    model = tmp_path / "m"
+    tok = build_lab_tokenizer()
+    build_lab_model(tok, seed=0).save_pretrained(model)
+    tok.save_pretrained(model)
+    out = tmp_path / "run"
+    assert main(eval_args(str(model), out, "--limit", "2", "--max-new-tokens", "4")) == 0
+    build_lab_model(tok, seed=1).save_pretrained(model)  # same path, new weights
+    assert main(eval_args(str(model), out, "--limit", "2", "--max-new-tokens", "4")) == 2
+    assert "model_files" in capsys.readouterr().err

@@ -1,0 +1,323 @@
+"""PIR trace pruning: segmentation, classification, PIR scoring, pruning (effreason.pruning)."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from effreason.format import split_thinking
+from effreason.grading import Grader
+from effreason.jsonl import DataError
+from effreason.lab.task import DEFAULT_DIFFICULTY, sample_problem
+from effreason.lab.traces import PROGRESSIVE as LAB_PROGRESSIVE
+from effreason.lab.traces import TraceStyle, oracle_trace, write_trace
+from effreason.pruning import (
+    ERROR_CORRECTION,
+    MULTI_METHOD,
+    PROGRESSIVE,
+    VERIFICATION,
+    LabSegmenter,
+    MarkerClassifier,
+    MarkerConfig,
+    ParagraphSegmenter,
+    is_functional,
+    load_traces,
+    num_to_remove,
+    parse_trace,
+    pir_scores,
+    prune_trace,
+    prune_traces,
+    summarize,
+    time_pir_scoring,
+)
+from effreason.pruning.pir import _batches, ablation_sequences
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "r1_traces.jsonl"
+# Errors and checks far more often than the shipped styles, so every segment kind shows up.
+BUSY = TraceStyle(check=0.7, error=0.3, final_check=0.9)
+LAB_KIND = {"verification": VERIFICATION, "recompute": VERIFICATION, "error": ERROR_CORRECTION,
+            "correction": ERROR_CORRECTION}
+
+
+def lab_traces(n: int, seed: int = 0, style: TraceStyle = BUSY):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        problem = sample_problem(rng, DEFAULT_DIFFICULTY)
+        out.append((problem, write_trace(problem, style, rng)))
+    return out
+
+
+def lab_rows(n: int, seed: int = 0) -> list[dict]:
+    return [{"id": f"lab-{i}", "problem": p.text(), "completion": t.text, "answer": str(t.answer)}
+            for i, (p, t) in enumerate(lab_traces(n, seed))]
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def test_lab_segmenter_matches_generator_segments():
+    for _, trace in lab_traces(300):
+        thinking = split_thinking(trace.text).thinking
+        segments = LabSegmenter()(thinking)
+        assert "".join(segments) == thinking
+        assert [s.strip() for s in segments] == [text for _, text in trace.segments]
+
+
+def test_lab_segmenter_keeps_correction_and_check_whole():
+    thinking = ("s1 4 + 2 = 6 ; wait , let me check s1 : 4 + 2 = 6 . yes ; s2 6 - 3 = 5 ; "
+                "wait , that is wrong . s2 6 - 3 = 3 ; let me double check from the start : 4 + 2 = 6 , "
+                "6 - 3 = 3 . yes ;")
+    assert [s.strip() for s in LabSegmenter()(thinking)] == [
+        "s1 4 + 2 = 6 ;", "wait , let me check s1 : 4 + 2 = 6 . yes ;", "s2 6 - 3 = 5 ;",
+        "wait , that is wrong . s2 6 - 3 = 3 ;",
+        "let me double check from the start : 4 + 2 = 6 , 6 - 3 = 3 . yes ;"]
+
+
+def test_paragraph_segmenter_splits_blank_lines_and_rejoins():
+    thinking = "First step.\nstill first.\n\n  Second step.\n\n\nThird."
+    segments = ParagraphSegmenter()(thinking)
+    assert "".join(segments) == thinking
+    assert [s.strip() for s in segments] == ["First step.\nstill first.", "Second step.", "Third."]
+
+
+def test_paragraph_segmenter_falls_back_to_sentence_groups():
+    thinking = "A one. B two. C three? D four! E five. F six. G seven."
+    segments = ParagraphSegmenter(max_paragraph_chars=20, sentences_per_step=3)(thinking)
+    assert "".join(segments) == thinking
+    assert [s.strip() for s in segments] == ["A one. B two. C three?", "D four! E five. F six.", "G seven."]
+
+
+# ---------------------------------------------------------------- classification
+
+
+def test_lab_labels_match_generator():
+    checked = set()
+    for _, trace in lab_traces(300):
+        labels = MarkerClassifier()([text for _, text in trace.segments])
+        for (kind, text), label in zip(trace.segments, labels, strict=True):
+            assert is_functional(label) == (kind != LAB_PROGRESSIVE), (kind, text, label)
+            if kind in LAB_KIND:
+                assert label == LAB_KIND[kind]
+            elif kind == "final_check":
+                assert label == (MULTI_METHOD if text.startswith("alternatively") else VERIFICATION)
+            checked.add(kind)
+    assert checked == {LAB_PROGRESSIVE, "verification", "recompute", "error", "correction", "final_check"}
+
+
+@pytest.mark.parametrize(("step", "label"), [
+    ("Wait, 3 + 4 = 7.", VERIFICATION),
+    ("WAIT. 3 + 4 = 7.", VERIFICATION),
+    ("We await the result: 3 + 4 = 7.", PROGRESSIVE),  # word boundary: "await" is not "wait"
+    ("Let me double-check: 7.", VERIFICATION),
+    ("Let me double check: 7.", VERIFICATION),
+    ("Alternatively, factor it.", MULTI_METHOD),
+    ("So, another way to see it is symmetry.", MULTI_METHOD),
+    ("Hmm, that's wrong: 3 + 4 is 7.", ERROR_CORRECTION),
+    ("Hmm, that\u2019s wrong: 3 + 4 is 7.", ERROR_CORRECTION),
+    ("Looking back, the mistake was the sign.", ERROR_CORRECTION),
+    ("Then x = 17, which one can verify by substituting it back.", PROGRESSIVE),  # beyond the window
+    ("Compute 3 + 4 = 7.", PROGRESSIVE),
+])
+def test_marker_rules(step, label):
+    assert MarkerClassifier().label(step) == label
+
+
+def test_retracted_step_is_error_correction_and_configurable():
+    steps = ["x - 12 = 5, so x = -7.", "Hmm, that's wrong, x = 17.", "Done: x = 17."]
+    assert MarkerClassifier()(steps) == [ERROR_CORRECTION, ERROR_CORRECTION, PROGRESSIVE]
+    off = MarkerClassifier(MarkerConfig(label_retracted_step=False))
+    assert off(steps) == [PROGRESSIVE, ERROR_CORRECTION, PROGRESSIVE]
+    custom = MarkerClassifier(MarkerConfig(verification=("sanity",), window_words=1))
+    assert custom(["Sanity: ok.", "Wait, ok.", "So sanity holds."]) == [VERIFICATION, PROGRESSIVE, PROGRESSIVE]
+    with pytest.raises(ValueError, match="window_words"):
+        MarkerConfig(window_words=0)
+
+
+def test_r1_samples_segment_and_classify():
+    rows = {r["id"]: r for r in load_traces(SAMPLES)}
+    assert len(rows) == 6
+    seg, cls = ParagraphSegmenter(), MarkerClassifier()
+
+    def labelled(row_id, segmenter=seg):
+        parsed = parse_trace(rows[row_id]["completion"], segmenter)
+        assert parsed.render() == rows[row_id]["completion"]
+        texts = [s.strip() for s in parsed.steps]
+        return list(zip(cls(texts), texts, strict=True))
+
+    divisors = labelled("r1-divisors")
+    assert [label for label, _ in divisors] == [PROGRESSIVE, PROGRESSIVE, VERIFICATION, MULTI_METHOD, PROGRESSIVE]
+    assert divisors[2][1].startswith("Wait, let me double-check by listing")
+    linear = labelled("r1-linear")
+    assert [label for label, _ in linear] == [PROGRESSIVE, ERROR_CORRECTION, ERROR_CORRECTION, VERIFICATION,
+                                              PROGRESSIVE]
+    assert linear[1][1].endswith("x = 5 - 12 = -7.")  # the retracted step
+    assert [label for label, _ in labelled("r1-seating")][1:4] == [PROGRESSIVE, MULTI_METHOD, VERIFICATION]
+    power = labelled("r1-power-mod", ParagraphSegmenter(max_paragraph_chars=200, sentences_per_step=4))
+    assert [label for label, _ in power] == [PROGRESSIVE, VERIFICATION]
+    assert power[1][1].startswith("Wait, let me check the cycle once more.")
+    assert [label for label, _ in labelled("r1-marbles")] == [PROGRESSIVE, ERROR_CORRECTION, ERROR_CORRECTION,
+                                                              MULTI_METHOD, PROGRESSIVE]
+
+
+def test_load_traces_names_line_and_field(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"id": 1, "problem": "p", "completion": "<think> a </think> b"}\n'
+                    '{"id": 2, "problem": "p"}\n')
+    with pytest.raises(DataError, match=r"t.jsonl:2: field 'completion'"):
+        load_traces(path)
+    path.write_text('{"id": 1, "problem": "p", "completion": "<think> a never closed"}\n')
+    with pytest.raises(DataError, match=r"t.jsonl:1: field 'completion'.*truncated"):
+        load_traces(path)
+
+
+# ---------------------------------------------------------------- PIR scoring
+
+
+def reference_pir(model, tokenizer, problem, parsed, ablate):
+    """One unpadded forward pass per sequence with full logits: the definition, spelled out."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem}], add_generation_prompt=True,
+                                           tokenize=True)["input_ids"]
+    answer = tokenizer(parsed.answer, add_special_tokens=False)["input_ids"]
+
+    def nll(keep):
+        ids = prompt + tokenizer(parsed.thinking_block(keep), add_special_tokens=False)["input_ids"] + answer
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0]
+        a = len(answer)
+        return torch.nn.functional.cross_entropy(logits[-a - 1:-1], torch.tensor(ids[-a:])).item()
+
+    full = nll(None)
+    return {i: nll([j != i for j in range(len(parsed.steps))]) - full for i in ablate}
+
+
+def tiny_qwen3(tokenizer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(1)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, initializer_range=0.2)
+    return Qwen3ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def lab_model(untrained_lab_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(untrained_lab_dir).eval(), AutoTokenizer.from_pretrained(
+        untrained_lab_dir)
+
+
+@pytest.mark.parametrize("which", ["lab", "tiny_qwen3"])
+def test_pir_batched_equals_unbatched(which, lab_model, lab_tokenizer):
+    model, tokenizer = lab_model if which == "lab" else (tiny_qwen3(lab_tokenizer), lab_tokenizer)
+    rows = lab_rows(4, seed=3)
+    for row in rows:
+        parsed = parse_trace(row["completion"], LabSegmenter())
+        ablate = list(range(len(parsed.steps)))
+        lengths = [len(s) for s in ablation_sequences(tokenizer, row["problem"], parsed, ablate)[0]]
+        budget = 3 * max(lengths)  # about 3 sequences per pass: several passes, each with padding
+        batches = _batches(lengths, budget)
+        assert len(batches) > 1 and any(len({lengths[i] for i in b}) > 1 for b in batches)
+        got = pir_scores(model, tokenizer, row["problem"], parsed, ablate, max_batch_tokens=budget)
+        want = reference_pir(model, tokenizer, row["problem"], parsed, ablate)
+        assert got.keys() == want.keys()
+        for i in ablate:
+            assert got[i] == pytest.approx(want[i], abs=1e-4)
+        assert any(abs(v) > 1e-3 for v in want.values())  # the comparison is not trivially 0 == 0
+
+
+def test_time_pir_scoring_reports_both_modes(lab_model):
+    model, tokenizer = lab_model
+    out = time_pir_scoring(model, tokenizer, lab_rows(3, seed=5), segmenter=LabSegmenter())
+    assert out["bench/max_abs_diff"] < 1e-4
+    assert out["bench/sequences"] > 3
+    assert out["bench/batched_s"] > 0 and out["bench/per_ablation_s"] > 0
+
+
+# ---------------------------------------------------------------- pruning
+
+
+@pytest.mark.parametrize(("n", "ratio", "k"), [(10, 0.3, 3), (10, 0.25, 2), (5, 0.5, 2), (1, 0.5, 0),
+                                               (1, 1.0, 1), (7, 0.8, 5), (0, 0.8, 0), (4, 0.0, 0)])
+def test_num_to_remove_rounds_down(n, ratio, k):
+    assert num_to_remove(n, ratio) == k
+
+
+def test_num_to_remove_rejects_bad_ratio():
+    with pytest.raises(ValueError, match="ratio"):
+        num_to_remove(3, 1.5)
+
+
+def test_pir_pruning_removes_lowest_functional(lab_model):
+    model, tokenizer = lab_model
+    for row in lab_rows(6, seed=7):
+        result = prune_trace(row["id"], row["problem"], row["completion"], tokenizer=tokenizer, model=model,
+                             ratio=0.5, segmenter=LabSegmenter())
+        functional = [s for s in result.steps if is_functional(s.label)]
+        removed = [s for s in result.steps if s.removed]
+        assert len(removed) == math.floor(0.5 * len(functional))
+        assert all(is_functional(s.label) for s in removed)
+        assert all(s.pir is not None for s in functional)
+        assert all(s.pir is None for s in result.steps if not is_functional(s.label))
+        kept_scores = [s.pir for s in functional if not s.removed]
+        assert all(s.pir <= min(kept_scores) for s in removed)
+        assert result.pruned_completion == " ".join(
+            ["<think>"] + [s.text for s in result.steps if not s.removed]
+            + ["</think>", row["completion"].split("</think> ")[1]])
+
+
+def test_random_baseline_same_count_seeded_and_progressive_kept(lab_tokenizer):
+    for row in lab_rows(20, seed=11):
+        kw = dict(tokenizer=lab_tokenizer, ratio=0.6, method="random", segmenter=LabSegmenter())
+        a = prune_trace(row["id"], row["problem"], row["completion"], seed=1, **kw)
+        b = prune_trace(row["id"], row["problem"], row["completion"], seed=1, **kw)
+        n_functional = sum(is_functional(s.label) for s in a.steps)
+        assert sum(s.removed for s in a.steps) == num_to_remove(n_functional, 0.6)
+        assert a == b
+        assert not any(s.removed for s in a.steps if s.label == PROGRESSIVE)
+    with pytest.raises(ValueError, match="scoring model"):
+        prune_trace("x", "p", "<think> s1 1 + 1 = 2 ; </think> a", tokenizer=lab_tokenizer, ratio=0.5)
+
+
+def test_full_pruning_gives_oracle_trace_and_still_grades(lab_tokenizer):
+    grader = Grader("exact")
+    no_errors = TraceStyle(check=0.9, error=0.0, final_check=0.9)
+    for problem, trace in lab_traces(30, seed=2, style=no_errors):
+        result = prune_trace("t", problem.text(), trace.text, tokenizer=lab_tokenizer, ratio=1.0,
+                             method="random", segmenter=LabSegmenter())
+        assert result.pruned_completion == oracle_trace(problem).text
+    rows = lab_rows(30, seed=4)
+    results, summary = prune_traces(rows, tokenizer=lab_tokenizer, ratio=1.0, method="random",
+                                    segmenter=LabSegmenter())
+    for row, result in zip(rows, results, strict=True):
+        assert grader.grade(result.pruned_completion, row["answer"]).correct
+        assert result.tokens_before == len(row["completion"].split())  # word-level lab tokenizer
+        assert result.tokens_after == len(result.pruned_completion.split())
+    before = sum(len(r["completion"].split()) for r in rows)
+    after = sum(len(r.pruned_completion.split()) for r in results)
+    assert summary["prune/tokens_before"] == before
+    assert summary["prune/token_reduction"] == pytest.approx(1 - after / before)
+    assert summary == summarize(results)
+    assert summary["prune/steps_removed"] == summary["prune/steps_functional"] > 0
+
+
+def test_r1_pruning_keeps_text_outside_removed_steps(lab_tokenizer):
+    rows = load_traces(SAMPLES)
+    results, _ = prune_traces(rows, tokenizer=lab_tokenizer, ratio=1.0, method="random")
+    divisors = results[0].pruned_completion
+    assert "Wait, let me double-check" not in divisors and "Alternatively" not in divisors
+    assert divisors.startswith("<think>\nOkay, so I need to find the sum of all positive divisors of 36.")
+    assert "7 * 13 = 91.\n\nSo the sum of the divisors of 36 is 91.\n</think>" in divisors
+    assert divisors.endswith(split_thinking(rows[0]["completion"]).answer)
+
+
+def test_batches_pack_longest_first_within_budget():
+    assert _batches([5, 9, 7, 3], 20) == [[1, 2], [0, 3]]  # 2 x 9 = 18 <= 20; then 2 x 5 = 10
+    assert _batches([5, 9, 7, 3], 0) == [[1], [2], [0], [3]]  # one sequence per pass
+    assert _batches([30], 10) == [[0]]  # over budget: runs alone
