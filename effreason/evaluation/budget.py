@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from transformers import PreTrainedTokenizerBase
 
 from effreason.format import THINK_END, THINK_START
+from effreason.lab.traces import ANSWER_PREFIX as LAB_ANSWER_PREFIX
 
 #: Text forced after the cut thinking, by prompt format. The lab tokenizer is word-level, so its prefix
 #: uses lab words only; real tokenizers get the usual boxed-answer phrasing.
 ANSWER_PREFIXES = {
-    "lab": " the answer is \\boxed{",
+    "lab": " " + LAB_ANSWER_PREFIX,
     "math": "\n\nThe final answer is \\boxed{",
 }
 

@@ -139,7 +139,6 @@ def evaluate_split(model, tokenizer, split: str, *, limit: int | None, batch_siz
                        max_new_tokens=max_new_tokens, batch_size=batch_size)
     with Grader("exact") as grader:
         results = grader.grade_batch([g.text for g in gens], ds["answer"])
-    eos = tokenizer.eos_token_id
     oracle = [len(tokenizer(s, add_special_tokens=False)["input_ids"]) + 1 for s in ds["solution"]]  # + eos
     n = len(ds)
     return {
@@ -149,7 +148,6 @@ def evaluate_split(model, tokenizer, split: str, *, limit: int | None, batch_siz
         "oracle_tokens_mean": sum(oracle) / n,
         "truncation_rate": sum(not g.finished for g in gens) / n,
         "example": gens[0].text,
-        "_eos": eos,
     }
 
 
@@ -162,10 +160,10 @@ def no_think_accuracy(model, tokenizer, *, limit: int | None, batch_size: int) -
     from effreason.generation.hf import generate_hf
     from effreason.grading import Grader
     from effreason.lab.datasets import lab_dataset
-    from effreason.lab.traces import answer_suffix
+    from effreason.lab.traces import ANSWER_PREFIX
 
     ds = lab_dataset("test", limit=limit)
-    forced = f"<think> {THINK_END} {answer_suffix('').rsplit(' ', 1)[0]}"  # "... \\boxed{"
+    forced = f"<think> {THINK_END} {ANSWER_PREFIX}"
     forced_ids = tokenizer(forced, add_special_tokens=False)["input_ids"]
     prompts = [ids + forced_ids for ids in _prompt_ids(tokenizer, ds["prompt"])]
     gens = generate_hf(model, tokenizer, prompts, max_new_tokens=3, batch_size=batch_size)

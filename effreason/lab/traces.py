@@ -68,9 +68,13 @@ class Trace:
         return f"{THINK_START} {self.thinking} {THINK_END} {answer_suffix(self.answer)}"
 
 
+#: Words that open the lab's final answer (what budget forcing appends after ``</think>``).
+ANSWER_PREFIX = "the answer is \\boxed{"
+
+
 def answer_suffix(answer: int | str) -> str:
     """What follows ``</think>``; the same ``\\boxed{}`` format the real-model path grades."""
-    return f"the answer is \\boxed{{ {answer} }}"
+    return f"{ANSWER_PREFIX} {answer} }}"
 
 
 def _step(i: int, a: int, op: str, b: int, c: int) -> str:

@@ -32,6 +32,14 @@ def _positive_int(value: Any, what: str, reward_name: str) -> int:
     return value
 
 
+def _graded_groups(reward: Any, prompts, completions, completion_ids, kwargs) -> tuple[list, list[int], list]:
+    """What every group-relative reward needs: the prompt groups, token lengths and correctness."""
+    blocks = group_blocks(prompts, reward.num_generations, reward.__name__)
+    lengths = completion_lengths(completion_ids, len(completions), reward.__name__)
+    correct = reward.correctness.grade_from_kwargs(completions, kwargs, reward.__name__)
+    return blocks, lengths, correct
+
+
 class LGRPO:
     """L-GRPO length reward (ConciseR, "Walk Before You Run!", arXiv 2505.21178): replaces correctness.
 
@@ -63,9 +71,7 @@ class LGRPO:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                  completion_ids: Sequence[Sequence[int]], **kwargs: Any) -> list[float | None]:
-        blocks = group_blocks(prompts, self.num_generations, self.__name__)
-        lengths = completion_lengths(completion_ids, len(completions), self.__name__)
-        correct = self.correctness.grade_from_kwargs(completions, kwargs, self.__name__)
+        blocks, lengths, correct = _graded_groups(self, prompts, completions, completion_ids, kwargs)
         rewards: list[float | None] = [None] * len(completions)
         for block in blocks:
             if any(correct[i] is None for i in block):
@@ -105,9 +111,7 @@ class KimiLength:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                  completion_ids: Sequence[Sequence[int]], **kwargs: Any) -> list[float | None]:
-        blocks = group_blocks(prompts, self.num_generations, self.__name__)
-        lengths = completion_lengths(completion_ids, len(completions), self.__name__)
-        correct = self.correctness.grade_from_kwargs(completions, kwargs, self.__name__)
+        blocks, lengths, correct = _graded_groups(self, prompts, completions, completion_ids, kwargs)
         rewards: list[float | None] = [None] * len(completions)
         for block in blocks:
             if any(correct[i] is None for i in block):
