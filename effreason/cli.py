@@ -15,6 +15,7 @@ import sys
 SUBCOMMANDS = {
     "lab": "effreason.lab.cli",
     "eval": "effreason.evaluation.cli",
+    "prune": "effreason.pruning.cli",
 }
 
 

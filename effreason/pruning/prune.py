@@ -14,6 +14,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from effreason.format import count_completion_tokens
 from effreason.jsonl import DataError, iter_jsonl, require
@@ -143,19 +144,44 @@ def prune_traces(rows: Sequence[dict], **kwargs) -> tuple[list[PrunedTrace], dic
     return results, summarize(results)
 
 
+def _message_text(messages, role: str, path, line: int, field: str) -> str:
+    texts = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == role]
+    if not texts or not isinstance(texts[-1], str):
+        raise DataError(path, line, f"no {role!r} message with string content", field=field)
+    return texts[-1]
+
+
+def trace_from_row(row: dict, path, line: int) -> dict:
+    """Normalise one input row to ``{id, problem, completion, answer?}``.
+
+    Accepted layouts: ``problem`` + ``completion``; ``prompt`` (string or chat messages) +
+    ``completion`` (string or messages); ``messages`` (last user turn = problem, last assistant
+    turn = completion). ``id`` defaults to ``<file>:<line>``.
+    """
+    if "messages" in row:
+        messages = require(row, "messages", path, line, list)
+        problem = _message_text(messages, "user", path, line, "messages")
+        completion = _message_text(messages, "assistant", path, line, "messages")
+    else:
+        field = "problem" if "problem" in row else "prompt"
+        prompt = require(row, field, path, line, (str, list))
+        problem = prompt if isinstance(prompt, str) else _message_text(prompt, "user", path, line, field)
+        raw = require(row, "completion", path, line, (str, list))
+        completion = raw if isinstance(raw, str) else _message_text(raw, "assistant", path, line, "completion")
+    if "</think>" not in completion:
+        raise DataError(path, line, "no closed </think>: a truncated trace cannot be pruned",
+                        field="messages" if "messages" in row else "completion")
+    trace = {"id": str(row.get("id", f"{Path(path).name}:{line}")), "problem": problem, "completion": completion}
+    if row.get("answer") is not None:
+        trace["answer"] = str(row["answer"])
+    return trace
+
+
 def load_traces(path) -> list[dict]:
-    """Read trace rows (``id``, ``problem``, ``completion``, optional ``answer``) from JSONL.
+    """Read trace rows from JSONL (layouts: see ``trace_from_row``).
 
     Raises:
         DataError: naming the file, line and field, for a missing field or a completion whose
             thinking never closed.
     """
-    rows = []
-    for line, row in iter_jsonl(path):
-        for field in ("id", "problem", "completion"):
-            require(row, field, path, line, (str, int) if field == "id" else str)
-        if "</think>" not in row["completion"]:
-            raise DataError(path, line, "no closed </think>: a truncated trace cannot be pruned",
-                            field="completion")
-        rows.append(row)
-    return rows
+    return [trace_from_row(row, path, line) for line, row in iter_jsonl(path)]
