@@ -71,6 +71,14 @@ def chat_prompt(problem: str, *, instruction: str | None = None, system_prompt: 
     return messages
 
 
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversational prompt with the generation prompt appended (chat template)."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
 def count_completion_tokens(token_ids: Sequence[int], eos_token_ids: Sequence[int] | int | None,
                             pad_token_id: int | None = None) -> int:
     """Number of generated tokens: up to and including the first end-of-sequence token.

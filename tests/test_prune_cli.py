@@ -65,4 +65,6 @@ def test_input_layouts_and_errors(tmp_path):
     path.write_text(json.dumps({"problem": "q", "completion": "<think> never closed"}) + "\n")
     with pytest.raises(DataError, match="truncated"):
         load_traces(path)
-    assert main(["prune", "--input", str(path), "--output", str(tmp_path / "o.jsonl")]) == 2  # no --scorer
+    out = str(tmp_path / "o.jsonl")
+    assert main(["prune", "--input", str(path), "--output", out]) == 2  # pir without --scorer
+    assert main(["prune", "--input", str(path), "--output", out, "--scorer", "lab", "--tokenizer", "lab"]) == 2

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from effreason.format import THINK_END
+from effreason.format import THINK_END, chat_prompt, chat_prompt_ids
 from effreason.lab.config import BootstrapConfig
 from effreason.lab.datasets import lab_problems
 from effreason.lab.model import build_lab_model
@@ -42,9 +42,7 @@ def training_examples(tokenizer, num: int, seed: int, verbose_share: float) -> l
     for _ in range(num):
         problem = rng.choice(problems)
         trace = write_trace(problem, sample_style(rng, verbose_share), rng)
-        prompt_ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": problem.text()}], add_generation_prompt=True, tokenize=True
-        )["input_ids"]
+        prompt_ids = chat_prompt_ids(tokenizer, chat_prompt(problem.text()))
         completion_ids = tokenizer(trace.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         examples.append((prompt_ids + completion_ids, len(prompt_ids)))
     return examples
@@ -123,10 +121,6 @@ def train(cfg: BootstrapConfig):
     return model, tokenizer, time.perf_counter() - start, ema
 
 
-def _prompt_ids(tokenizer, prompts: list) -> list[list[int]]:
-    return [tokenizer.apply_chat_template(p, add_generation_prompt=True)["input_ids"] for p in prompts]
-
-
 def evaluate_split(model, tokenizer, split: str, *, limit: int | None, batch_size: int,
                    max_new_tokens: int) -> dict:
     """Greedy accuracy and completion tokens on a lab split, graded by the shared grader."""
@@ -135,7 +129,7 @@ def evaluate_split(model, tokenizer, split: str, *, limit: int | None, batch_siz
     from effreason.lab.datasets import lab_dataset
 
     ds = lab_dataset(split, limit=limit)
-    gens = generate_hf(model, tokenizer, _prompt_ids(tokenizer, ds["prompt"]),
+    gens = generate_hf(model, tokenizer, [chat_prompt_ids(tokenizer, p) for p in ds["prompt"]],
                        max_new_tokens=max_new_tokens, batch_size=batch_size)
     with Grader("exact") as grader:
         results = grader.grade_batch([g.text for g in gens], ds["answer"])
@@ -165,7 +159,7 @@ def no_think_accuracy(model, tokenizer, *, limit: int | None, batch_size: int) -
     ds = lab_dataset("test", limit=limit)
     forced = f"<think> {THINK_END} {ANSWER_PREFIX}"
     forced_ids = tokenizer(forced, add_special_tokens=False)["input_ids"]
-    prompts = [ids + forced_ids for ids in _prompt_ids(tokenizer, ds["prompt"])]
+    prompts = [chat_prompt_ids(tokenizer, p) + forced_ids for p in ds["prompt"]]
     gens = generate_hf(model, tokenizer, prompts, max_new_tokens=3, batch_size=batch_size)
     with Grader("exact") as grader:
         results = grader.grade_batch([f"{forced} {g.text}" for g in gens], ds["answer"])

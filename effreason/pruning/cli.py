@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--method", choices=["pir", "random"], default="pir")
     p.add_argument("--ratio", type=float, default=0.5, help="share of functional steps to remove")
     p.add_argument("--scorer", help="causal LM that scores PIR (path, hub id or 'lab'); needed for pir")
-    p.add_argument("--tokenizer", help="tokenizer that counts tokens (default: the scorer's)")
+    p.add_argument("--tokenizer", help="tokenizer that counts tokens, for --method random (pir uses the scorer's)")
     p.add_argument("--segmenter", choices=["paragraph", "lab"], default="paragraph")
     p.add_argument("--seed", type=int, default=0, help="random baseline seed")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="padded tokens per scoring pass")
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method == "pir" and not args.scorer:
         raise ValueError("--method pir needs --scorer (a causal LM; 'lab' for the lab model)")
+    if args.method == "pir" and args.tokenizer:
+        raise ValueError("--tokenizer is for --method random; pir scores and counts with the scorer's tokenizer")
     if not args.scorer and not args.tokenizer:
         raise ValueError("--method random needs --tokenizer (or --scorer) to count tokens")
     if not 0.0 <= args.ratio <= 1.0:
@@ -74,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer = load_model_and_tokenizer(args.scorer)
     else:
         tokenizer = load_tokenizer(args.tokenizer or args.scorer)
-    if args.tokenizer and model is not None:
-        tokenizer = load_tokenizer(args.tokenizer)
     segmenter = LabSegmenter() if args.segmenter == "lab" else ParagraphSegmenter()
     done = _done_ids(args.output)
     todo = [t for t in traces if t["id"] not in done]

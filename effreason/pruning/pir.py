@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from effreason.format import THINK_END, THINK_START, chat_prompt, split_thinking
+from effreason.format import THINK_END, THINK_START, chat_prompt, chat_prompt_ids, split_thinking
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,6 @@ def parse_trace(completion: str, segmenter) -> ParsedTrace:
     return ParsedTrace(completion[:start], steps, completion[start + len(split.thinking):end], split.answer)
 
 
-def _prompt_ids(tokenizer, problem: str) -> list[int]:
-    ids = tokenizer.apply_chat_template(chat_prompt(problem), add_generation_prompt=True, tokenize=True)
-    if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
-        ids = ids["input_ids"]
-    return list(ids)
-
-
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -94,7 +87,7 @@ def ablation_sequences(tokenizer, problem: str, trace: ParsedTrace,
     Returns:
         (sequences, answer_tokens): each sequence ends with the same ``answer_tokens`` answer ids.
     """
-    prompt = _prompt_ids(tokenizer, problem)
+    prompt = chat_prompt_ids(tokenizer, chat_prompt(problem))
     head_trace = trace
     if tokenizer.decode(prompt[-4:]).rstrip().endswith(THINK_START):
         # The chat template already opened <think> (some R1 templates do): do not open it twice.
