@@ -71,6 +71,21 @@ def chat_prompt(problem: str, *, instruction: str | None = None, system_prompt: 
     return messages
 
 
+def with_instruction(messages: list[dict], instruction: str | None) -> list[dict]:
+    """Messages with ``instruction`` appended on a new line to the last user message (a copy).
+
+    Used for per-prompt instructions such as TLDR's length level. ``None`` or ``""`` returns a copy.
+    """
+    out = [dict(m) for m in messages]
+    if not instruction:
+        return out
+    for m in reversed(out):
+        if m.get("role") == "user":
+            m["content"] = f"{m['content']}\n{instruction}"
+            return out
+    raise ValueError(f"cannot add the instruction {instruction!r}: the prompt has no user message")
+
+
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of a conversational prompt with the generation prompt appended (chat template)."""
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)

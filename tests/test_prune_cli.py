@@ -1,5 +1,6 @@
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,38 @@ def test_input_layouts_and_errors(tmp_path):
     out = str(tmp_path / "o.jsonl")
     assert main(["prune", "--input", str(path), "--output", out]) == 2  # pir without --scorer
     assert main(["prune", "--input", str(path), "--output", out, "--scorer", "lab", "--tokenizer", "lab"]) == 2
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "r1_traces.jsonl"
+
+
+def test_pir_prune_of_r1_samples_scores_gold_and_reuse_matches_full_passes(tmp_path):
+    """The hand-written R1-style traces ("Wait", "Alternatively", "Let me double-check" steps), scored
+    by the lab model (their words are mostly unknown to it: this checks the plumbing, not the scores)."""
+    base = ["--input", str(SAMPLES), "--scorer", "lab", "--ratio", "0.5", "--no-progress"]
+    out, full = tmp_path / "r1.jsonl", tmp_path / "r1_full.jsonl"
+    assert main(["prune", "--output", str(out), *base]) == 0
+    assert main(["prune", "--output", str(full), "--no-prefix-reuse", *base]) == 0
+    rows, summary = read_jsonl(out), json.loads((tmp_path / "r1.jsonl.summary.json").read_text())
+    scored = [r for r in rows if any(s["label"] != "progressive" for s in r["steps"])]
+    assert summary["prune/pir_target_gold"] == len(scored) == 5  # every sample has a gold `answer`
+    assert summary["prune/steps_removed"] == sum(len([s for s in r["steps"] if s["label"] != "progressive"]) // 2
+                                                 for r in rows) > 0
+    for a, b in zip(rows, read_jsonl(full), strict=True):
+        assert [s["removed"] for s in a["steps"]] == [s["removed"] for s in b["steps"]]
+        for sa, sb in zip(a["steps"], b["steps"], strict=True):
+            assert (sa["pir"] is None) == (sb["pir"] is None)
+            assert sa["pir"] is None or abs(sa["pir"] - sb["pir"]) < 1e-4
+
+
+def test_gold_that_cannot_be_placed_is_reported_with_its_line(tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"problem": "q", "completion": "<think> a\n\nWait, b. </think> \\boxed{1}",
+                                "answer": "1"}) + "\n"
+                    + json.dumps({"problem": "q", "completion": "<think> a\n\nWait, b. </think> It is 1.",
+                                  "answer": "2"}) + "\n")
+    assert main(["prune", "--input", str(path), "--output", str(tmp_path / "o.jsonl"), "--scorer", "lab"]) == 2
+    assert "in.jsonl:2: field 'answer'" in capsys.readouterr().err
+    # random pruning scores nothing, so the same file is fine for it
+    assert main(["prune", "--input", str(path), "--output", str(tmp_path / "r.jsonl"), "--method", "random",
+                 "--tokenizer", "lab", "--no-progress"]) == 0

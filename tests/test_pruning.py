@@ -34,7 +34,8 @@ from effreason.pruning import (
     summarize,
     time_pir_scoring,
 )
-from effreason.pruning.pir import _batches, ablation_sequences
+from effreason.pruning.nll import _batches, _packs, answer_nll, common_prefix, shared_prefix_nll
+from effreason.pruning.pir import ablation_sequences, scored_answer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "r1_traces.jsonl"
 # Errors and checks far more often than the shipped styles, so every segment kind shows up.
@@ -178,31 +179,79 @@ def test_load_traces_names_line_and_field(tmp_path):
 # ---------------------------------------------------------------- PIR scoring
 
 
-def reference_pir(model, tokenizer, problem, parsed, ablate):
-    """One unpadded forward pass per sequence with full logits: the definition, spelled out."""
+@pytest.mark.parametrize(("answer", "gold", "prefix", "want"), [
+    # the lab: the gold replaces the box content; the blank that opened it goes with the gold
+    (" the answer is \\boxed{ 7 }", "7", None, (" the answer is \\boxed{", " 7", "gold")),
+    # the gold is scored even where the trace boxed something else
+    (" the answer is \\boxed{ 3 }", "7", None, (" the answer is \\boxed{", " 7", "gold")),
+    ("\n\nSo $x = 17$.\n\n$\\boxed{17}$", " 17 ", None, ("\n\nSo $x = 17$.\n\n$\\boxed{", "17", "gold")),
+    # no box: the last occurrence of the gold text
+    ("\nThe total is 42, so #### 42", "42", None, ("\nThe total is 42, so ####", " 42", "gold")),
+    # a fixed lead-in instead of the trace's own
+    ("\nSo 91.\n\\boxed{91}", "91", "\n\nFinal: \\boxed{", ("\n\nFinal: \\boxed{", "91", "gold")),
+    # no gold: the trace's own boxed answer, else its whole answer text
+    (" so \\boxed{ \\frac{1}{2} } done", None, None, (" so \\boxed{", " \\frac{1}{2}", "boxed")),
+    ("\n\nThe answer is 12.", None, None, ("", "\n\nThe answer is 12.", "answer")),
+])
+def test_scored_answer_places_the_gold_tokens(answer, gold, prefix, want):
+    got = scored_answer(answer, gold, prefix)
+    assert (got.lead_in, got.target, got.kind) == want
+
+
+def test_scored_answer_refuses_what_it_cannot_place():
+    with pytest.raises(ValueError, match="does not contain the gold answer '5'"):
+        scored_answer("\nThe answer is 4.", "5")
+    with pytest.raises(ValueError, match="gold answer is empty"):
+        scored_answer(" \\boxed{ 4 }", "  ")
+
+
+def test_ablation_sequences_score_the_gold_tokens_only(lab_tokenizer):
+    row = lab_rows(1, seed=3)[0]
+    parsed = parse_trace(row["completion"], LabSegmenter())
+    abl = ablation_sequences(lab_tokenizer, row["problem"], parsed, [1, 2], gold=row["answer"])
+    gold_ids = lab_tokenizer(row["answer"], add_special_tokens=False)["input_ids"]
+    assert abl.target == "gold" and abl.scored_tokens == len(gold_ids) == 1
+    box = lab_tokenizer("\\boxed{", add_special_tokens=False)["input_ids"]
+    for seq in abl.sequences:  # ... \boxed{ <gold>: the closing "}" is not part of the sequence
+        assert seq[-2:] == box + gold_ids
+    assert len(abl.sequences) == 3
+    assert [len(abl.sequences[0]) - len(s) for s in abl.sequences[1:]] == [
+        len(parsed.steps[i].split()) for i in (1, 2)]  # word-level tokenizer: one token per word
+
+
+def reference_pir(model, tokenizer, problem, parsed, ablate, gold):
+    """One unpadded forward pass per sequence with full logits: the definition, spelled out.
+
+    Context = chat prompt + thinking (step removed) + the answer text up to its last \\boxed{;
+    scored = the gold answer's tokens (with the blank that opened the box)."""
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem}], add_generation_prompt=True,
                                            tokenize=True)["input_ids"]
-    answer = tokenizer(parsed.answer, add_special_tokens=False)["input_ids"]
+    box = parsed.answer.rfind("\\boxed{") + len("\\boxed{")
+    lead_in = tokenizer(parsed.answer[:box], add_special_tokens=False)["input_ids"]
+    blank = " " if parsed.answer[box:].startswith(" ") else ""
+    gold_ids = tokenizer(blank + gold, add_special_tokens=False)["input_ids"]
 
     def nll(keep):
-        ids = prompt + tokenizer(parsed.thinking_block(keep), add_special_tokens=False)["input_ids"] + answer
+        ids = prompt + tokenizer(parsed.thinking_block(keep), add_special_tokens=False)["input_ids"] + lead_in + gold_ids
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0]
-        a = len(answer)
+        a = len(gold_ids)
         return torch.nn.functional.cross_entropy(logits[-a - 1:-1], torch.tensor(ids[-a:])).item()
 
     full = nll(None)
     return {i: nll([j != i for j in range(len(parsed.steps))]) - full for i in ablate}
 
 
-def tiny_qwen3(tokenizer):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+def tiny_model(tokenizer, arch: str = "qwen3"):
+    """A random 2-layer decoder with grouped-query attention (4 query heads, 2 key/value heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(1)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-                         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, initializer_range=0.2)
-    return Qwen3ForCausalLM(config).eval()
+    cls, config_cls = (Qwen3ForCausalLM, Qwen3Config) if arch == "qwen3" else (LlamaForCausalLM, LlamaConfig)
+    config = config_cls(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                        tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, initializer_range=0.2)
+    return cls(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -213,31 +262,74 @@ def lab_model(untrained_lab_dir):
         untrained_lab_dir)
 
 
-@pytest.mark.parametrize("which", ["lab", "tiny_qwen3"])
-def test_pir_batched_equals_unbatched(which, lab_model, lab_tokenizer):
-    model, tokenizer = lab_model if which == "lab" else (tiny_qwen3(lab_tokenizer), lab_tokenizer)
-    rows = lab_rows(4, seed=3)
-    for row in rows:
+@pytest.mark.parametrize("which", ["lab", "qwen3", "llama"])
+def test_pir_modes_equal_the_definition(which, lab_model, lab_tokenizer):
+    model, tokenizer = lab_model if which == "lab" else (tiny_model(lab_tokenizer, which), lab_tokenizer)
+    for row in lab_rows(4, seed=3):
         parsed = parse_trace(row["completion"], LabSegmenter())
         ablate = list(range(len(parsed.steps)))
-        lengths = [len(s) for s in ablation_sequences(tokenizer, row["problem"], parsed, ablate)[0]]
-        budget = 3 * max(lengths)  # about 3 sequences per pass: several passes, each with padding
-        batches = _batches(lengths, budget)
-        assert len(batches) > 1 and any(len({lengths[i] for i in b}) > 1 for b in batches)
-        got = pir_scores(model, tokenizer, row["problem"], parsed, ablate, max_batch_tokens=budget)
-        want = reference_pir(model, tokenizer, row["problem"], parsed, ablate)
-        assert got.keys() == want.keys()
-        for i in ablate:
-            assert got[i] == pytest.approx(want[i], abs=1e-4)
+        seqs = ablation_sequences(tokenizer, row["problem"], parsed, ablate, gold=row["answer"]).sequences
+        lengths = [len(s) for s in seqs]
+        # budgets for several passes in both modes: padded batches of ~3 sequences, packs of ~2 suffixes
+        budgets = {False: 3 * max(lengths), True: 2 * max(lengths)}
+        assert len(_batches(lengths, budgets[False])) > 1
+        prefixes = [common_prefix(seqs[0], s) for s in seqs[1:]]
+        packs = _packs(prefixes, [n - p for n, p in zip(lengths[1:], prefixes, strict=True)], budgets[True])
+        assert 1 < len(packs) < len(ablate)
+        want = reference_pir(model, tokenizer, row["problem"], parsed, ablate, row["answer"])
         assert any(abs(v) > 1e-3 for v in want.values())  # the comparison is not trivially 0 == 0
+        for reuse in (True, False):
+            got, target = pir_scores(model, tokenizer, row["problem"], parsed, ablate, gold=row["answer"],
+                                     max_batch_tokens=budgets[reuse], reuse_prefix=reuse)
+            assert target == "gold" and got.keys() == want.keys()
+            for i in ablate:
+                assert got[i] == pytest.approx(want[i], abs=1e-4)
 
 
-def test_time_pir_scoring_reports_both_modes(lab_model):
+def test_prefix_reuse_covers_both_attention_branches(lab_model):
+    """Suffixes longer than their shared prefix (early steps) and shorter ones (late steps) both occur."""
+    model, tokenizer = lab_model
+    row = lab_rows(1, seed=9)[0]
+    parsed = parse_trace(row["completion"], LabSegmenter())
+    abl = ablation_sequences(tokenizer, row["problem"], parsed, range(len(parsed.steps)), gold=row["answer"])
+    ref, variants = abl.sequences[0], abl.sequences[1:]
+    prefixes = [common_prefix(ref, v) for v in variants]
+    assert any(len(v) - p > p for v, p in zip(variants, prefixes, strict=True))
+    assert any(len(v) - p <= p for v, p in zip(variants, prefixes, strict=True))
+    full, nll = shared_prefix_nll(model, ref, variants, abl.scored_tokens, pad_token_id=0)
+    want = answer_nll(model, abl.sequences, abl.scored_tokens, pad_token_id=0, max_batch_tokens=0)
+    assert [full, *nll] == pytest.approx(want, abs=1e-4)
+    assert model.config._attn_implementation == "sdpa"  # restored after the packed passes
+
+
+def test_only_the_gold_tokens_count(lab_model):
+    """Text after the gold answer cannot change PIR; a different gold answer does."""
+    model, tokenizer = lab_model
+    row = lab_rows(1, seed=5)[0]
+    parsed = parse_trace(row["completion"], LabSegmenter())
+    assert row["completion"].endswith(" }")
+    longer = parse_trace(row["completion"] + " ; yes , the answer is final", LabSegmenter())
+    ablate = [i for i, label in enumerate(MarkerClassifier()([s.strip() for s in parsed.steps]))
+              if is_functional(label)]
+    base, _ = pir_scores(model, tokenizer, row["problem"], parsed, ablate, gold=row["answer"])
+    other_gold = str((int(row["answer"]) + 1) % 11)
+    changed, _ = pir_scores(model, tokenizer, row["problem"], parsed, ablate, gold=other_gold)
+    assert base.keys() == changed.keys() and any(abs(base[i] - changed[i]) > 1e-4 for i in base)
+    # the last \boxed{ moved, so compare with the lead-in that the longer answer produces
+    fixed = " the answer is \\boxed{"
+    a, _ = pir_scores(model, tokenizer, row["problem"], parsed, ablate, gold=row["answer"], answer_prefix=fixed)
+    b, _ = pir_scores(model, tokenizer, row["problem"], longer, ablate, gold=row["answer"], answer_prefix=fixed)
+    assert a == pytest.approx(b, abs=1e-6)
+    no_gold, target = pir_scores(model, tokenizer, row["problem"], parsed, ablate)
+    assert target == "boxed" and no_gold == pytest.approx(base, abs=1e-6)  # the lab trace boxed the gold
+
+
+def test_time_pir_scoring_reports_all_modes(lab_model):
     model, tokenizer = lab_model
     out = time_pir_scoring(model, tokenizer, lab_rows(3, seed=5), segmenter=LabSegmenter())
-    assert out["bench/max_abs_diff"] < 1e-4
-    assert out["bench/sequences"] > 3
-    assert out["bench/batched_s"] > 0 and out["bench/per_ablation_s"] > 0
+    assert out["bench/max_abs_diff_prefix"] < 1e-4 and out["bench/max_abs_diff_batched"] < 1e-4
+    assert out["bench/sequences"] > 3 and out["bench/tokens_prefix"] < out["bench/tokens_full"]
+    assert all(out[f"bench/{m}_s"] > 0 for m in ("per_ablation", "batched", "prefix"))
 
 
 # ---------------------------------------------------------------- pruning
@@ -258,7 +350,8 @@ def test_pir_pruning_removes_lowest_functional(lab_model):
     model, tokenizer = lab_model
     for row in lab_rows(6, seed=7):
         result = prune_trace(row["id"], row["problem"], row["completion"], tokenizer=tokenizer, model=model,
-                             ratio=0.5, segmenter=LabSegmenter())
+                             ratio=0.5, answer=row["answer"], segmenter=LabSegmenter())
+        assert result.pir_target == "gold"
         functional = [s for s in result.steps if is_functional(s.label)]
         removed = [s for s in result.steps if s.removed]
         assert len(removed) == math.floor(0.5 * len(functional))
@@ -321,3 +414,11 @@ def test_batches_pack_longest_first_within_budget():
     assert _batches([5, 9, 7, 3], 20) == [[1, 2], [0, 3]]  # 2 x 9 = 18 <= 20; then 2 x 5 = 10
     assert _batches([5, 9, 7, 3], 0) == [[1], [2], [0], [3]]  # one sequence per pass
     assert _batches([30], 10) == [[0]]  # over budget: runs alone
+
+
+def test_packs_keep_order_within_budget():
+    # keys of a pass = longest prefix + summed suffixes: 10 + (8 + 6) = 24 <= 25; 10 + (14 + 20) > 25;
+    # 4 + (20 + 3) = 27 > 25
+    assert _packs([10, 8, 4, 2], [8, 6, 20, 3], 25) == [[0, 1], [2], [3]]
+    assert _packs([10, 12], [8, 6], 0) == [[0], [1]]
+    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2 and common_prefix([1, 2], [1, 2, 3]) == 2

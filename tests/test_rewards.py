@@ -219,6 +219,20 @@ def test_tldr_hand_computed():
         call(reward, [lab(7)], [10], answer=["7"], length_level=["medium"])
 
 
+def test_tldr_floor_hand_computed():
+    reward = TLDRLength(budgets={"short": 64, "long": 320}, floors={"long": 128}, mode="exact")
+    completions = [lab(7), lab(7), lab(7), lab(8)]
+    out = call(reward, completions, [40, 40, 200, 64], answer=["7"] * 4,
+               length_level=["short", "long", "long", "long"])
+    # short has no floor: 1.0;  long at 40 tokens: 1 - (128 - 40) / 128 = 0.3125;  within [128, 320]: 1.0
+    # wrong at 64 tokens: 0 - (128 - 64) / 128 = -0.5
+    assert out == pytest.approx([1.0, 0.3125, 1.0, -0.5])
+    with pytest.raises(ValueError, match="below its budget"):
+        TLDRLength(budgets={"long": 128}, floors={"long": 128})
+    with pytest.raises(ValueError, match="floor for level 'medium'"):
+        TLDRLength(budgets={"long": 128}, floors={"medium": 10})
+
+
 def test_tldr_needs_a_weight_for_every_level():
     with pytest.raises(ValueError, match="no weight for levels \\['long'\\]"):
         TLDRLength(budgets={"short": 100, "long": 400}, lambdas={"short": 0.5})

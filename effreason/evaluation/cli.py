@@ -68,8 +68,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--answer-field", default="answer", help="gold answer field (default: answer)")
     src.add_argument("--id-field", help="unique id field (default: row number for --data, `id` for --completions)")
     src.add_argument("--completion-field", default="completion", help="completion field of --completions")
-    src.add_argument("--instruction", help="text appended to each --data problem; `math` = the standard "
-                     "'put your final answer within \\boxed{}' instruction (default: none)")
+    src.add_argument("--instruction", help="text appended to each problem (e.g. a TLDR length level such as "
+                     "'level short'); `math` = the standard 'put your final answer within \\boxed{}' "
+                     "instruction (default: none)")
     model = p.add_argument_group("model and generation")
     model.add_argument("--model", help="hub id, local path, or `lab` (the shipped lab model)")
     model.add_argument("--adapter", help="LoRA adapter directory (PEFT)")

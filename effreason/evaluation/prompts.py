@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from effreason.evaluation.config import EvalConfig
-from effreason.format import MATH_INSTRUCTION
+from effreason.format import MATH_INSTRUCTION, with_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
     problems = []
     for i, row in enumerate(dataset):
         messages = with_system_prompt(row["prompt"], cfg.system_prompt)
+        if cfg.benchmark is not None:  # --data files got the instruction when they were loaded
+            extra = MATH_INSTRUCTION if cfg.instruction == "math" else cfg.instruction
+            messages = with_instruction(messages, extra)
         text, ids = render_prompt(tokenizer, messages, chat_template=cfg.chat_template,
                                   template_kwargs=cfg.chat_template_kwargs)
         problems.append(Problem(index=i, id=str(row["id"]), prompt=text, prompt_ids=list(ids), answer=str(row["answer"])))

@@ -12,12 +12,21 @@ from effreason.pruning.classify import (
     StepClassifier,
     is_functional,
 )
-from effreason.pruning.pir import ParsedTrace, answer_nll, parse_trace, pir_scores
+from effreason.pruning.nll import answer_nll, shared_prefix_nll
+from effreason.pruning.pir import (
+    Ablations,
+    ParsedTrace,
+    ablation_sequences,
+    parse_trace,
+    pir_scores,
+    scored_answer,
+)
 from effreason.pruning.prune import (
     PrunedTrace,
     StepRecord,
     load_traces,
     num_to_remove,
+    prune_to_jsonl,
     prune_trace,
     prune_traces,
     summarize,
@@ -25,9 +34,10 @@ from effreason.pruning.prune import (
 from effreason.pruning.segment import LabSegmenter, ParagraphSegmenter, Segmenter
 
 __all__ = [
+    "Ablations", "ablation_sequences", "scored_answer", "shared_prefix_nll",
     "ERROR_CORRECTION", "FUNCTIONAL_LABELS", "MULTI_METHOD", "PROGRESSIVE", "VERIFICATION",
     "LabSegmenter", "MarkerClassifier", "MarkerConfig", "ParagraphSegmenter", "ParsedTrace",
     "PrunedTrace", "Segmenter", "StepClassifier", "StepRecord", "answer_nll", "is_functional",
-    "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_trace", "prune_traces",
+    "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_to_jsonl", "prune_trace", "prune_traces",
     "summarize", "time_pir_scoring",
 ]

@@ -4,8 +4,10 @@
     effreason prune --input traces.jsonl --output random.jsonl --method random --tokenizer lab --ratio 0.5
 
 PIR (LIMOPro, arXiv 2505.19187): functional steps (verification, multi-method, error correction)
-are scored by how much removing each one raises the perplexity of the answer, and the lowest-scoring
-ones are removed up to ``--ratio`` of the functional steps. ``--method random`` removes the same
+are scored by how much removing each one raises the perplexity of the gold answer's tokens (the
+row's ``answer`` field, placed in the trace's final ``\boxed{}``; rows without one score the trace's
+own boxed answer, and the summary counts them), and the lowest-scoring ones are removed up to
+``--ratio`` of the functional steps. ``--method random`` removes the same
 number at random (the baseline). Output rows keep the original and pruned completions with per-step
 labels and scores; ``<output>.summary.json`` holds the token reduction. Re-running with the same
 ``--output`` resumes: traces already written are skipped.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 
 def add_parser(subparsers) -> None:
@@ -29,37 +32,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--segmenter", choices=["paragraph", "lab"], default="paragraph")
     p.add_argument("--seed", type=int, default=0, help="random baseline seed")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="padded tokens per scoring pass")
+    p.add_argument("--answer-prefix", default=None,
+                   help="fixed text between </think> and the gold answer when scoring (default: the trace's own "
+                        "answer text up to its last \\boxed{)")
+    p.add_argument("--no-prefix-reuse", action="store_true",
+                   help="score every ablation with a full forward pass (no shared-prefix KV cache)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
-def _done_ids(path) -> set[str]:
-    """Ids already written to ``path``; a torn last line (killed run) is dropped from the file."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        return set()
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    ids, good = set(), []
-    for line in lines:
-        try:
-            ids.add(json.loads(line)["id"])
-            good.append(line)
-        except (json.JSONDecodeError, KeyError):
-            break  # only the last line can be torn: everything after it is dropped
-    if len(good) != len(lines):
-        path.write_text("".join(good), encoding="utf-8")
-    return ids
-
-
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from effreason.jsonl import read_jsonl, write_json
+    from effreason.jsonl import write_json
     from effreason.models import load_model_and_tokenizer, load_tokenizer
-    from effreason.pruning.prune import PrunedTrace, StepRecord, load_traces, prune_trace, summarize
+    from effreason.pruning.prune import load_traces, prune_to_jsonl
     from effreason.pruning.segment import LabSegmenter, ParagraphSegmenter
 
     if args.method == "pir" and not args.scorer:
@@ -70,29 +56,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method random needs --tokenizer (or --scorer) to count tokens")
     if not 0.0 <= args.ratio <= 1.0:
         raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
-    traces = load_traces(args.input)[: args.limit]  # validates every row before any work
+    # validates every row before any work
+    traces = load_traces(args.input, check_answers=args.method == "pir", answer_prefix=args.answer_prefix)
+    traces = traces[: args.limit]
     model = None
     if args.method == "pir":
         model, tokenizer = load_model_and_tokenizer(args.scorer)
     else:
         tokenizer = load_tokenizer(args.tokenizer or args.scorer)
     segmenter = LabSegmenter() if args.segmenter == "lab" else ParagraphSegmenter()
-    done = _done_ids(args.output)
-    todo = [t for t in traces if t["id"] not in done]
-    with open(args.output, "a", encoding="utf-8") as out:
-        for trace in tqdm(todo, desc="prune", unit="trace", disable=args.no_progress):
-            result = prune_trace(trace["id"], trace["problem"], trace["completion"], tokenizer=tokenizer,
-                                 model=model, ratio=args.ratio, method=args.method, segmenter=segmenter,
-                                 seed=args.seed, max_batch_tokens=args.max_batch_tokens)
-            row = {**result.to_row(), "problem": trace["problem"], "answer": trace.get("answer")}
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            out.flush()
-    wanted = {t["id"] for t in traces}
-    results = [PrunedTrace(**{**{k: r[k] for k in PrunedTrace.__dataclass_fields__},
-                              "steps": [StepRecord(**s) for s in r["steps"]]})
-               for r in read_jsonl(args.output) if r["id"] in wanted]
-    summary = {**summarize(results), "method": args.method, "ratio": args.ratio, "input": args.input,
-               "resumed_traces": len(traces) - len(todo)}
+    summary = prune_to_jsonl(traces, args.output, tokenizer=tokenizer, model=model, ratio=args.ratio,
+                             method=args.method, answer_prefix=args.answer_prefix, segmenter=segmenter,
+                             seed=args.seed, max_batch_tokens=args.max_batch_tokens,
+                             reuse_prefix=not args.no_prefix_reuse, progress=not args.no_progress)
+    summary = {**summary, "method": args.method, "ratio": args.ratio, "input": args.input}
+    no_gold = summary.get("prune/pir_target_boxed", 0) + summary.get("prune/pir_target_answer", 0)
+    if no_gold:
+        logging.getLogger(__name__).warning(
+            "%d of %d rows have no gold `answer`: PIR scored the trace's own final answer for them", no_gold,
+            summary["prune/traces"])
     write_json(f"{args.output}.summary.json", summary)
     print(json.dumps(summary, indent=2))
     return 0

@@ -1,18 +1,30 @@
-"""Perplexity-based Importance Refinement (PIR) scores of reasoning steps (LIMOPro, arXiv 2505.19187).
+r"""Perplexity-based Importance Refinement (PIR) scores of reasoning steps (LIMOPro, arXiv 2505.19187).
 
-    PIR(step_i) = log( PPL(A | Q, R without step_i) / PPL(A | Q, R) )
-                = meanNLL(A | Q, R without step_i) - meanNLL(A | Q, R)
+    PIR(step_i) = log( PPL(G | Q, R without step_i) / PPL(G | Q, R) )
+                = meanNLL(G | Q, R without step_i) - meanNLL(G | Q, R)
 
-``A`` is the answer text after ``</think>`` (the tokens scored), ``Q`` the problem rendered with the
-scorer's chat template, ``R`` the thinking. Each step is removed on its own from the full trace (scores
-are not recomputed after deletions). Higher PIR = the answer leans more on the step.
+``Q`` is the problem rendered with the scorer's chat template, ``R`` the thinking, ``G`` the **gold
+answer's tokens only** (METHODS.md section 3). Each step is removed on its own from the full trace
+(scores are not recomputed after deletions). Higher PIR = the answer leans more on the step.
 
-Cost: n+1 sequences per trace (n ablated steps). They are packed into as few forward passes as
-``max_batch_tokens`` allows (padded batch size x length). Padding is on the right, so every real
-token keeps the positions it has alone; logits are computed only at the answer positions (no
-(B, T, vocab) tensor). The shared prefix (question + steps before the removed one) is *not* reused
-through a KV cache: each sequence runs in full. The answer is tokenized once and appended to every
-sequence, so all n+1 perplexities are over the same token ids.
+Where the gold tokens sit (our choice; the paper scores "the answer" without saying how it is laid
+out): in the trace's own final answer, in place of the content of its last ``\boxed{...}``. The
+scored sequence is ``Q + <think> R </think> + lead-in + G`` with lead-in = the text after ``</think>``
+up to that ``\boxed{`` (for the lab: ``the answer is \boxed{``), and G = the gold answer, with the
+blank that opened the box content (lab: `` 7``). Without a ``\boxed{``, G replaces the last
+occurrence of the gold text in the answer; if it does not occur there the trace is refused. Text
+after G is dropped (it cannot change G's likelihood). ``answer_prefix`` replaces the lead-in with a
+fixed text, e.g. when the answer restates the result before the box (then G is easy to copy and
+every PIR shrinks towards 0).
+
+Rows without a gold answer: the content of the trace's own last ``\boxed{}`` is scored instead
+(target ``"boxed"``), or the whole answer text when there is no box (target ``"answer"``); results
+record which (``PrunedTrace.pir_target``; ``effreason prune`` warns when any row had no gold).
+
+Cost: n+1 sequences per trace. By default the full trace runs once with a KV cache and each
+ablation only recomputes the tokens after the removed step (``effreason.pruning.nll``); the text
+pieces (prompt, thinking, lead-in, G) are tokenized separately, so all n+1 sequences end with the
+same G ids.
 """
 
 from __future__ import annotations
@@ -21,11 +33,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from effreason.format import THINK_END, THINK_START, chat_prompt, chat_prompt_ids, split_thinking
+from effreason.grading.extract import find_last_boxed
+from effreason.pruning.nll import answer_nll, shared_prefix_nll
 
 logger = logging.getLogger(__name__)
+
+BOXED = "\\boxed{"
+#: What ``PrunedTrace.pir_target`` says was scored: the gold answer, the trace's own boxed answer, or
+#: its whole answer text (no gold, no box).
+TARGETS = ("gold", "boxed", "answer")
 
 
 @dataclass(frozen=True)
@@ -80,83 +97,120 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def ablation_sequences(tokenizer, problem: str, trace: ParsedTrace,
-                       ablate: Sequence[int]) -> tuple[list[list[int]], int]:
-    """Token ids of the full trace then one sequence per step in ``ablate`` (that step removed).
+@dataclass(frozen=True)
+class ScoredAnswer:
+    """The answer part of a scored sequence: ``lead_in`` (context) then ``target`` (scored tokens)."""
 
-    Returns:
-        (sequences, answer_tokens): each sequence ends with the same ``answer_tokens`` answer ids.
+    lead_in: str
+    target: str
+    kind: str  # one of TARGETS
+
+
+def _move_blank(lead_in: str, target: str) -> tuple[str, str]:
+    """``(target, lead_in)`` with the lead-in's trailing blanks moved to the target (BPE tokenizers
+    join a space to the word after it)."""
+    kept = lead_in.rstrip()
+    return lead_in[len(kept):] + target, kept
+
+
+def _leading_blank(text: str) -> str:
+    return text[: len(text) - len(text.lstrip())]
+
+
+def scored_answer(answer: str, gold: str | None, answer_prefix: str | None = None) -> ScoredAnswer:
+    """Place the scored tokens in the answer text after ``</think>`` (see the module docstring).
+
+    Raises:
+        ValueError: an empty gold answer, or a gold answer that has no place in ``answer``.
     """
+    if gold is not None:
+        gold = str(gold).strip()
+        if not gold:
+            raise ValueError("the gold answer is empty: give a non-empty `answer` or drop the field")
+        if answer_prefix is not None:
+            target, lead_in = _move_blank(answer_prefix, gold)
+            return ScoredAnswer(lead_in, target, "gold")
+        box = answer.rfind(BOXED)
+        if box >= 0:
+            start = box + len(BOXED)
+            return ScoredAnswer(answer[:start], _leading_blank(answer[start:]) + gold, "gold")
+        at = answer.rfind(gold)
+        if at < 0:
+            raise ValueError(f"the answer after </think> has no \\boxed{{}} and does not contain the gold answer "
+                             f"{gold!r}: cannot place the gold tokens (fix the row's `answer`, or pass an answer "
+                             "prefix)")
+        target, lead_in = _move_blank(answer[:at], gold)
+        return ScoredAnswer(lead_in, target, "gold")
+    boxed = find_last_boxed(answer)
+    box = answer.rfind(BOXED)
+    if boxed is not None and boxed.strip() and box >= 0:
+        start = box + len(BOXED)
+        return ScoredAnswer(answer[:start], _leading_blank(answer[start:]) + boxed.strip(), "boxed")
+    if not answer.strip():
+        raise ValueError("the answer after </think> is empty: there is nothing to score")
+    target, lead_in = _move_blank(_leading_blank(answer), answer.strip())
+    return ScoredAnswer(lead_in, target, "answer")
+
+
+@dataclass(frozen=True)
+class Ablations:
+    """Token ids to score: ``sequences[0]`` is the full trace, then one per ablated step.
+
+    Attributes:
+        sequences: every sequence ends with the same ``scored_tokens`` ids (the target's).
+        scored_tokens: how many ids at the end of each sequence are scored.
+        target: what was scored (one of ``TARGETS``).
+    """
+
+    sequences: list[list[int]]
+    scored_tokens: int
+    target: str
+
+
+def ablation_sequences(tokenizer, problem: str, trace: ParsedTrace, ablate: Sequence[int], *,
+                       gold: str | None = None, answer_prefix: str | None = None) -> Ablations:
+    """Token ids of the full trace then one sequence per step in ``ablate`` (that step removed)."""
     prompt = chat_prompt_ids(tokenizer, chat_prompt(problem))
     head_trace = trace
     if tokenizer.decode(prompt[-4:]).rstrip().endswith(THINK_START):
         # The chat template already opened <think> (some R1 templates do): do not open it twice.
         head_trace = ParsedTrace(trace.head.replace(THINK_START, "", 1).lstrip(), trace.steps,
                                  trace.tail, trace.answer)
-    answer = _encode(tokenizer, trace.answer)
-    if not answer:
-        raise ValueError("the answer after </think> is empty: there is nothing to score")
+    scored = scored_answer(trace.answer, gold, answer_prefix)
+    lead_in, target = _encode(tokenizer, scored.lead_in), _encode(tokenizer, scored.target)
+    if not target:
+        raise ValueError(f"the scored text {scored.target!r} has no tokens")
     keeps = [None] + [[j != i for j in range(len(trace.steps))] for i in ablate]
-    seqs = [prompt + _encode(tokenizer, head_trace.thinking_block(k)) + answer for k in keeps]
-    return seqs, len(answer)
+    seqs = [prompt + _encode(tokenizer, head_trace.thinking_block(k)) + lead_in + target for k in keeps]
+    return Ablations(seqs, len(target), scored.kind)
 
 
-def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
-    """Indices grouped longest-first so that batch size x longest length <= max_batch_tokens
-    (a sequence longer than the budget runs alone)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_batch_tokens:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-@torch.no_grad()
-def answer_nll(model, sequences: Sequence[Sequence[int]], answer_tokens: int, *, pad_token_id: int,
-               max_batch_tokens: int = 16384) -> list[float]:
-    """Mean negative log-likelihood of the last ``answer_tokens`` tokens of each sequence.
-
-    Uses ``model.base_model`` (the decoder) and ``model.get_output_embeddings()`` so that logits are
-    computed only at the answer positions; any HF causal LM without logit post-processing
-    (e.g. no final-logit soft-capping) fits. ``max_batch_tokens=0`` runs one sequence per pass.
-    """
-    if answer_tokens < 1:
-        raise ValueError(f"answer_tokens must be >= 1, got {answer_tokens}")
-    device = next(model.parameters()).device
-    head = model.get_output_embeddings()
-    lengths = [len(s) for s in sequences]
-    if min(lengths) <= answer_tokens:
-        raise ValueError("every sequence needs at least one context token before the answer")
-    out = [0.0] * len(sequences)
-    for batch in _batches(lengths, max_batch_tokens):
-        t_max = lengths[batch[0]]
-        ids = torch.full((len(batch), t_max), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), t_max), dtype=torch.long)
-        for row, i in enumerate(batch):  # right padding: real tokens keep their positions
-            ids[row, :lengths[i]] = torch.tensor(sequences[i])
-            mask[row, :lengths[i]] = 1
-        hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        # Position t predicts token t+1: answer tokens [L-A, L) are predicted at [L-A-1, L-1).
-        offsets = torch.arange(answer_tokens)
-        pos = torch.stack([offsets + lengths[i] - answer_tokens - 1 for i in batch]).to(device)  # (B, A)
-        h = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, A, H)
-        logp = torch.log_softmax(head(h).float(), dim=-1)  # (B, A, V)
-        targets = ids.to(device).gather(1, pos + 1)  # (B, A)
-        nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (B,)
-        for row, i in enumerate(batch):
-            out[i] = float(nll[row])
-    return out
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def pir_scores(model, tokenizer, problem: str, trace: ParsedTrace, ablate: Sequence[int], *,
-               max_batch_tokens: int = 16384) -> dict[int, float]:
-    """PIR of each step index in ``ablate`` (see the module docstring); ``{}`` when none."""
+               gold: str | None = None, answer_prefix: str | None = None, max_batch_tokens: int = 16384,
+               reuse_prefix: bool = True) -> tuple[dict[int, float], str | None]:
+    """PIR of each step index in ``ablate`` (see the module docstring).
+
+    Args:
+        gold: the gold answer (scored tokens); None scores the trace's own final answer.
+        answer_prefix: fixed text between ``</think>`` and the gold answer (default: the trace's own).
+        max_batch_tokens: padded tokens per forward pass.
+        reuse_prefix: reuse the full trace's KV cache (False: every sequence runs in full).
+
+    Returns:
+        (``{step index: PIR}``, the target kind scored); ``({}, None)`` when ``ablate`` is empty.
+    """
     if not ablate:
-        return {}
-    seqs, answer_tokens = ablation_sequences(tokenizer, problem, trace, ablate)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    nll = answer_nll(model, seqs, answer_tokens, pad_token_id=pad, max_batch_tokens=max_batch_tokens)
-    return {i: nll[k + 1] - nll[0] for k, i in enumerate(ablate)}
+        return {}, None
+    abl = ablation_sequences(tokenizer, problem, trace, ablate, gold=gold, answer_prefix=answer_prefix)
+    seqs, pad = abl.sequences, _pad_id(tokenizer)
+    if reuse_prefix:
+        full, ablated = shared_prefix_nll(model, seqs[0], seqs[1:], abl.scored_tokens, pad_token_id=pad,
+                                          max_batch_tokens=max_batch_tokens)
+    else:
+        full, *ablated = answer_nll(model, seqs, abl.scored_tokens, pad_token_id=pad,
+                                    max_batch_tokens=max_batch_tokens)
+    return {i: ablated[k] - full for k, i in enumerate(ablate)}, abl.target

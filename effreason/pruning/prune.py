@@ -1,6 +1,7 @@
 """Prune functional steps from reasoning traces: by lowest PIR (LIMOPro, arXiv 2505.19187) or at random.
 
-Per trace: segment the thinking, label the steps, score the functional ones with PIR, and remove the
+Per trace: segment the thinking, label the steps, score the functional ones with PIR (the perplexity of
+the gold answer's tokens, see ``effreason.pruning.pir``), and remove the
 ``floor(ratio * n_functional)`` lowest-scoring functional steps (ties: the earlier step first).
 Rounding down means a trace with one functional step loses it only at ``ratio = 1``; it never removes
 more than the ratio asks. Progressive steps are always kept. The random baseline removes the same
@@ -9,6 +10,7 @@ number of functional steps, chosen uniformly with a per-trace seeded generator, 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -16,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from effreason.format import count_completion_tokens
+from effreason.format import count_completion_tokens, split_thinking
 from effreason.jsonl import DataError, iter_jsonl, require
 from effreason.pruning.classify import MarkerClassifier, StepClassifier, is_functional
-from effreason.pruning.pir import ParsedTrace, parse_trace, pir_scores
+from effreason.pruning.pir import TARGETS, ParsedTrace, parse_trace, pir_scores, scored_answer
 from effreason.pruning.segment import ParagraphSegmenter, Segmenter
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class PrunedTrace:
     steps: list[StepRecord]
     tokens_before: int
     tokens_after: int
+    pir_target: str | None = None  # what PIR scored: "gold", "boxed", "answer" (None: not scored)
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -75,9 +78,9 @@ def _count_tokens(tokenizer, text: str) -> int:
 
 
 def prune_trace(trace_id: str, problem: str, completion: str, *, tokenizer, model=None,
-                ratio: float, method: str = "pir", segmenter: Segmenter | None = None,
-                classifier: StepClassifier | None = None, seed: int = 0,
-                max_batch_tokens: int = 16384) -> PrunedTrace:
+                ratio: float, method: str = "pir", answer: str | None = None, answer_prefix: str | None = None,
+                segmenter: Segmenter | None = None, classifier: StepClassifier | None = None, seed: int = 0,
+                max_batch_tokens: int = 16384, reuse_prefix: bool = True) -> PrunedTrace:
     """Prune one trace (see the module docstring).
 
     Args:
@@ -86,9 +89,12 @@ def prune_trace(trace_id: str, problem: str, completion: str, *, tokenizer, mode
         model: the PIR scorer (any HF causal LM); unused by ``method="random"``.
         ratio: share of the functional steps to remove (rounded down).
         method: "pir" or "random".
+        answer: the gold answer, whose tokens PIR scores (None: the trace's own final answer).
+        answer_prefix: fixed text before the gold answer instead of the trace's own lead-in.
         segmenter / classifier: defaults ``ParagraphSegmenter()`` / ``MarkerClassifier()``.
         seed: random baseline seed (combined with ``trace_id``).
         max_batch_tokens: padded tokens per forward pass when scoring.
+        reuse_prefix: reuse the full trace's KV cache for the ablations (exact; False = full passes).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -100,8 +106,11 @@ def prune_trace(trace_id: str, problem: str, completion: str, *, tokenizer, mode
     functional = [i for i, label in enumerate(labels) if is_functional(label)]
     k = num_to_remove(len(functional), ratio)
     scores: dict[int, float] = {}
+    target = None
     if method == "pir":
-        scores = pir_scores(model, tokenizer, problem, parsed, functional, max_batch_tokens=max_batch_tokens)
+        scores, target = pir_scores(model, tokenizer, problem, parsed, functional, gold=answer,
+                                    answer_prefix=answer_prefix, max_batch_tokens=max_batch_tokens,
+                                    reuse_prefix=reuse_prefix)
         removed = set(lowest_pir(scores, k))
     else:
         removed = set(random_choice(functional, k, random.Random(f"{seed}:{trace_id}")))
@@ -110,7 +119,7 @@ def prune_trace(trace_id: str, problem: str, completion: str, *, tokenizer, mode
     steps = [StepRecord(t, lab, scores.get(i), i in removed) for i, (t, lab) in enumerate(zip(texts, labels,
                                                                                               strict=True))]
     return PrunedTrace(trace_id, completion, pruned, steps, _count_tokens(tokenizer, completion),
-                       _count_tokens(tokenizer, pruned))
+                       _count_tokens(tokenizer, pruned), target)
 
 
 def summarize(results: Sequence[PrunedTrace]) -> dict:
@@ -119,6 +128,7 @@ def summarize(results: Sequence[PrunedTrace]) -> dict:
     after = sum(r.tokens_after for r in results)
     steps = [s for r in results for s in r.steps]
     functional = [s for s in steps if is_functional(s.label)]
+    targets = [r.pir_target for r in results if r.pir_target is not None]
     return {
         "prune/traces": len(results),
         "prune/tokens_before": before,
@@ -127,18 +137,21 @@ def summarize(results: Sequence[PrunedTrace]) -> dict:
         "prune/steps": len(steps),
         "prune/steps_functional": len(functional),
         "prune/steps_removed": sum(s.removed for s in steps),
+        **{f"prune/pir_target_{t}": targets.count(t) for t in TARGETS if targets},
     }
 
 
 def prune_traces(rows: Sequence[dict], **kwargs) -> tuple[list[PrunedTrace], dict]:
-    """Prune rows with ``id``, ``problem``, ``completion``; keyword arguments go to ``prune_trace``.
+    """Prune rows with ``id``, ``problem``, ``completion`` (and ``answer``, the gold answer, if known);
+    keyword arguments go to ``prune_trace``.
 
     Returns:
         (results, summary) with ``summary`` from ``summarize``.
     """
     results = []
     for n, row in enumerate(rows, start=1):
-        results.append(prune_trace(str(row["id"]), row["problem"], row["completion"], **kwargs))
+        results.append(prune_trace(str(row["id"]), row["problem"], row["completion"], answer=row.get("answer"),
+                                   **kwargs))
         if n % 100 == 0:
             logger.info("pruned %d / %d traces", n, len(rows))
     return results, summarize(results)
@@ -177,11 +190,75 @@ def trace_from_row(row: dict, path, line: int) -> dict:
     return trace
 
 
-def load_traces(path) -> list[dict]:
+def load_traces(path, *, check_answers: bool = False, answer_prefix: str | None = None) -> list[dict]:
     """Read trace rows from JSONL (layouts: see ``trace_from_row``).
 
+    Args:
+        check_answers: also check that each gold ``answer`` has a place in its completion's final
+            answer (what PIR scoring needs, see ``effreason.pruning.pir.scored_answer``).
+        answer_prefix: the fixed lead-in PIR scoring will use, if any.
+
     Raises:
-        DataError: naming the file, line and field, for a missing field or a completion whose
-            thinking never closed.
+        DataError: naming the file, line and field, for a missing field, a completion whose
+            thinking never closed, or (``check_answers``) a gold answer that cannot be placed.
     """
-    return [trace_from_row(row, path, line) for line, row in iter_jsonl(path)]
+    traces = []
+    for line, row in iter_jsonl(path):
+        trace = trace_from_row(row, path, line)
+        if check_answers:
+            try:
+                scored_answer(split_thinking(trace["completion"]).answer or "", trace.get("answer"), answer_prefix)
+            except ValueError as e:
+                raise DataError(path, line, str(e), field="answer") from None
+        traces.append(trace)
+    return traces
+
+
+def _done_ids(path: Path) -> set[str]:
+    """Ids already written to ``path``; a torn last line (killed run) is dropped from the file."""
+    if not path.is_file():
+        return set()
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    ids, good = set(), []
+    for line in lines:
+        try:
+            ids.add(json.loads(line)["id"])
+            good.append(line)
+        except (json.JSONDecodeError, KeyError):
+            break  # only the last line can be torn: everything after it is dropped
+    if len(good) != len(lines):
+        path.write_text("".join(good), encoding="utf-8")
+    return ids
+
+
+def result_from_row(row: dict) -> PrunedTrace:
+    """A ``PrunedTrace`` back from one output row."""
+    fields = {k: row[k] for k in PrunedTrace.__dataclass_fields__ if k in row}
+    return PrunedTrace(**{**fields, "steps": [StepRecord(**s) for s in row["steps"]]})
+
+
+def prune_to_jsonl(traces: Sequence[dict], output: str | Path, *, progress: bool = False, **kwargs) -> dict:
+    """Prune ``traces`` (rows as from ``load_traces``) into the JSONL ``output``, resumably.
+
+    Each output row is ``PrunedTrace.to_row()`` plus ``problem`` and ``answer``, written and flushed
+    as soon as it is done; traces whose id is already in ``output`` are skipped (a torn last line is
+    dropped first). Keyword arguments go to ``prune_trace``.
+
+    Returns:
+        ``summarize`` of the rows of ``traces`` in ``output``, plus ``resumed_traces``.
+    """
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    done = _done_ids(output)
+    todo = [t for t in traces if t["id"] not in done]
+    with output.open("a", encoding="utf-8") as out:
+        for trace in tqdm(todo, desc="prune", unit="trace", disable=not progress):
+            result = prune_trace(trace["id"], trace["problem"], trace["completion"], answer=trace.get("answer"),
+                                 **kwargs)
+            row = {**result.to_row(), "problem": trace["problem"], "answer": trace.get("answer")}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+    wanted = {t["id"] for t in traces}
+    results = [result_from_row(r) for _, r in iter_jsonl(output) if r["id"] in wanted]
+    return {**summarize(results), "resumed_traces": len(traces) - len(todo)}

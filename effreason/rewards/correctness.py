@@ -10,8 +10,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from effreason.rewards.batch import batch_column
+from effreason.rewards.batch import batch_column, completion_lengths
 from effreason.rewards.format import completion_texts
+from effreason.rewards.groups import group_blocks, log_group_stats
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,14 @@ class Correctness:
         num_workers: grading processes (math-verify can hang on adversarial output).
         last_number_fallback: let the grader fall back to the last number when there is no ``\\boxed{}``.
         answer_column: dataset column that holds the gold answers.
+        num_generations: group size G; when given (recipes fill it in), the reward also logs the group
+            statistics (``reward/frac_all_correct_groups``, ``completions/tokens_p90``, ...) through
+            TRL's ``log_metric``, like the length rewards do.
     """
 
     def __init__(self, mode: str = "math", timeout_s: float = 5.0, num_workers: int = 1,
-                 last_number_fallback: bool = False, answer_column: str = "answer") -> None:
+                 last_number_fallback: bool = False, answer_column: str = "answer",
+                 num_generations: int | None = None) -> None:
         if mode not in GRADING_MODES:
             raise ValueError(f"Correctness: mode={mode!r} is not one of {list(GRADING_MODES)}")
         if timeout_s <= 0:
@@ -47,6 +52,9 @@ class Correctness:
         self.num_workers = num_workers
         self.last_number_fallback = last_number_fallback
         self.answer_column = answer_column
+        if num_generations is not None and (isinstance(num_generations, bool) or int(num_generations) < 1):
+            raise ValueError(f"Correctness: num_generations must be a positive int, got {num_generations!r}")
+        self.num_generations = None if num_generations is None else int(num_generations)
         self._grader: Any = None  # built on first use, never pickled (it may own worker processes)
         self._last: tuple[tuple, list[bool | None]] | None = None  # one-batch memo, see ``grade``
 
@@ -103,6 +111,11 @@ class Correctness:
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                  completion_ids: Sequence[Sequence[int]], **kwargs: Any) -> list[float | None]:
         correct = self.grade_from_kwargs(completions, kwargs, self.__name__)
+        if self.num_generations is not None:
+            blocks = group_blocks(prompts, self.num_generations, self.__name__)
+            lengths = completion_lengths(completion_ids, len(completions), self.__name__)
+            if blocks:
+                log_group_stats(kwargs, correct, lengths, self.num_generations)
         return [None if c is None else float(c) for c in correct]
 
     def __repr__(self) -> str:

@@ -134,21 +134,25 @@ class TLDRLength:
     Each prompt requests a length level ``l`` (a dataset column, default ``length_level``), and each
     level has a token budget ``B_l`` and a weight ``lambda_l``::
 
-        r = 1[correct] - lambda_l * max(0, L - B_l) / B_l
+        r = 1[correct] - lambda_l * (max(0, L - B_l) / B_l + max(0, F_l - L) / F_l)
 
-    The paper's penalty ``P(L)``, per-level weights and prompt wording are not specified in what we
-    could read: this overflow-over-budget form is **the project's choice** (METHODS section 2).
+    with an optional floor ``F_l`` per level (no floor: the second term is 0). The paper's penalty
+    ``P(L)``, per-level weights and prompt wording are not specified in what we could read: this
+    overflow-over-budget form, and the floor, are **the project's choices** (METHODS section 2). The
+    floor keeps the levels apart: under sampling, the accuracy reward alone favours shorter traces
+    (fewer sampled tokens, fewer slips), so without one every level drifts short (seen in the lab).
 
     Args:
         budgets: level -> token budget ``B_l``, e.g. ``{"short": 128, "medium": 256, "long": 512}``.
         lambdas: one weight for all levels, or level -> ``lambda_l``.
+        floors: level -> minimum tokens ``F_l`` for the levels that have one (must be below ``B_l``).
         level_column: dataset column holding each prompt's level.
         mode, timeout_s, answer_column: passed to ``Correctness``.
     """
 
     def __init__(self, *, budgets: Mapping[str, int], lambdas: float | Mapping[str, float] = 1.0,
-                 level_column: str = "length_level", mode: str = "math", timeout_s: float = 5.0,
-                 answer_column: str = "answer") -> None:
+                 floors: Mapping[str, int] | None = None, level_column: str = "length_level",
+                 mode: str = "math", timeout_s: float = 5.0, answer_column: str = "answer") -> None:
         self.__name__ = "tldr"
         if not budgets:
             raise ValueError("tldr: budgets must map at least one level to a token budget")
@@ -164,6 +168,14 @@ class TLDRLength:
             self.lambdas = {str(k): float(v) for k, v in lambdas.items()}
         else:
             self.lambdas = dict.fromkeys(self.budgets, float(lambdas))
+        self.floors = {}
+        for level, floor in (floors or {}).items():
+            if str(level) not in self.budgets:
+                raise ValueError(f"tldr: floor for level {level!r}, which has no budget; levels: {sorted(self.budgets)}")
+            self.floors[str(level)] = _positive_int(floor, f"floor of level {level!r}", self.__name__)
+            if self.floors[str(level)] >= self.budgets[str(level)]:
+                raise ValueError(f"tldr: floor {floor} of level {level!r} must be below its budget "
+                                 f"{self.budgets[str(level)]}")
         self.level_column = level_column
         self.correctness = Correctness(mode=mode, timeout_s=timeout_s, answer_column=answer_column)
 
@@ -181,8 +193,25 @@ class TLDRLength:
                     f"levels with a budget: {sorted(self.budgets)}"
                 )
             budget, lam = self.budgets[str(level)], self.lambdas[str(level)]
-            rewards.append(None if ok is None else float(ok) - lam * max(0, length - budget) / budget)
+            penalty = max(0, length - budget) / budget
+            floor = self.floors.get(str(level))
+            if floor is not None:
+                penalty += max(0, floor - length) / floor
+            rewards.append(None if ok is None else float(ok) - lam * penalty)
+        self._log_levels(kwargs, levels, lengths, correct)
         return rewards
+
+    def _log_levels(self, kwargs: dict[str, Any], levels: Sequence[Any], lengths: Sequence[int],
+                    correct: Sequence[bool | None]) -> None:
+        """Per level: ``tldr/<level>/tokens_mean`` and ``tldr/<level>/accuracy`` through TRL's ``log_metric``."""
+        log_metric = kwargs.get("log_metric")
+        if not callable(log_metric):
+            return
+        for level in self.budgets:
+            rows = [i for i, lvl in enumerate(levels) if str(lvl) == level and correct[i] is not None]
+            if rows:
+                log_metric(f"tldr/{level}/tokens_mean", sum(lengths[i] for i in rows) / len(rows))
+                log_metric(f"tldr/{level}/accuracy", sum(bool(correct[i]) for i in rows) / len(rows))
 
 
 class CosineLength:

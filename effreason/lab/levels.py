@@ -1,0 +1,91 @@
+"""Teach the lab model to read a length level in its prompt: a short SFT warm-up before TLDR.
+
+The lab overthinker never saw a length instruction, and RL alone did not teach it to read one within
+the lab's minutes (measured, see recipes/configs/lab/tldr.yaml): every level drifted to the same
+length. Real instruction-tuned LLMs already follow "think briefly"; the lab model gets that ability
+from a few SFT steps on lab traces whose style matches the level (short: concise, medium: concise
+steps plus one final re-check, long: verbose), starting from the overthinker. TLDR's RL then works
+on a model that can tell the levels apart. This warm-up is **the project's choice** for the lab; the
+TLDR paper's models were SFT-distilled reasoners before their RL.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from effreason.format import chat_prompt, chat_prompt_ids
+from effreason.lab.bootstrap import collate, length_bucketed_batches
+from effreason.lab.datasets import lab_problems
+from effreason.lab.traces import CONCISE, VERBOSE, TraceStyle, write_trace
+
+logger = logging.getLogger(__name__)
+
+#: Trace style per level name.
+LEVEL_STYLES: dict[str, TraceStyle] = {
+    "short": CONCISE,
+    "medium": TraceStyle(check=0.1, error=0.02, final_check=0.95),
+    "long": VERBOSE,
+}
+
+
+def level_examples(tokenizer, instructions: Mapping[str, str], num: int, seed: int) -> list[tuple[list[int], int]]:
+    """``num`` (prompt + trace + eos, prompt length) examples; each train problem gets a random level."""
+    unknown = sorted(set(instructions) - set(LEVEL_STYLES))
+    if unknown:
+        raise ValueError(f"lab level warm-up: no trace style for levels {unknown}; lab levels: {sorted(LEVEL_STYLES)}")
+    problems, rng, names = lab_problems("train"), random.Random(seed), sorted(instructions)
+    examples = []
+    for _ in range(num):
+        problem, level = rng.choice(problems), rng.choice(names)
+        trace = write_trace(problem, LEVEL_STYLES[level], rng)
+        prompt = chat_prompt_ids(tokenizer, chat_prompt(problem.text(), instruction=instructions[level]))
+        completion = tokenizer(trace.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        examples.append((prompt + completion, len(prompt)))
+    return examples
+
+
+def warm_up_levels(model, tokenizer, instructions: Mapping[str, str], *, steps: int, batch_size: int = 32,
+                   learning_rate: float = 1e-3, seed: int = 0) -> float:
+    """SFT ``model`` in place on level-styled lab traces (loss on the completion); returns seconds."""
+    examples = level_examples(tokenizer, instructions, steps * batch_size, seed)
+    batches = length_bucketed_batches(examples, batch_size, seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.0)
+    model.train()
+    start, ema = time.perf_counter(), None
+    for step, batch in enumerate(batches[:steps]):
+        input_ids, attention, labels = collate(batch, tokenizer.pad_token_id)
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 50 == 0 or step == steps - 1:
+            logger.info("level warm-up step %d/%d loss %.4f", step + 1, steps, ema)
+    model.eval()
+    return time.perf_counter() - start
+
+
+def warm_started_model(model_path: str, out_dir: str | Path, instructions: Mapping[str, str], *, steps: int,
+                       reinit_words: list[str] | None = None, seed: int = 0) -> str:
+    """Save the level warm-up of ``model_path`` into ``out_dir`` (reused if already there); return it."""
+    from effreason.models import load_model_and_tokenizer
+    from effreason.training.embeddings import reinit_token_embeddings
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return str(out_dir)
+    model, tokenizer = load_model_and_tokenizer(model_path, device="cpu", dtype="float32")
+    if reinit_words:
+        reinit_token_embeddings(model, tokenizer, reinit_words, seed)
+    seconds = warm_up_levels(model, tokenizer, instructions, steps=steps, seed=seed)
+    logger.info("level warm-up: %d steps in %.0fs -> %s", steps, seconds, out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return str(out_dir)

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on pruned reasoning traces (``recipes/sft.py``): data, training, figures."""

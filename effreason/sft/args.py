@@ -1,0 +1,89 @@
+"""Configuration of ``recipes/sft.py``: TRL's ``SFTConfig`` and ``ModelConfig`` plus ``SFTRecipeArguments``.
+
+``--config file.yaml`` (TRL's ``TrlParser``: the YAML sets defaults, the command line overrides
+them, ``env:`` sets environment variables). A key that belongs to no dataclass is an error naming it
+and its closest valid spellings (``effreason.training.args.unknown_key_error``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+VARIANTS = ("unpruned", "pir", "random")
+SEGMENTERS = ("auto", "lab", "paragraph")
+
+
+@dataclass
+class SFTRecipeArguments:
+    """What effreason adds to TRL's SFT configuration (YAML keys at the top level)."""
+
+    traces: str = field(default="lab", metadata={
+        "help": "`lab` (write lab traces) or a JSONL of traces: problem+completion, prompt+completion or messages "
+                "rows, with an `answer` field (the gold answer PIR scores)"})
+    num_traces: int = field(default=1000, metadata={"help": "lab: traces written (first N train problems); "
+                                                    "JSONL: first N rows (0 = all)"})
+    trace_style: str = field(default="verbose", metadata={"help": "lab trace style: verbose or concise"})
+    trace_seed: int = field(default=0, metadata={"help": "lab: seed of the trace writer"})
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
+        "help": "training sets, each trained from the same start: unpruned, pir, random"})
+    prune_ratio: float = field(default=0.5, metadata={"help": "share of each trace's functional steps to remove"})
+    prune_scorer: str | None = field(default=None, metadata={
+        "help": "causal LM that scores PIR (default: model_name_or_path, the model being fine-tuned)"})
+    segmenter: str = field(default="auto", metadata={"help": "step segmenter: lab, paragraph, or auto (lab for "
+                                                     "lab traces, else paragraph)"})
+    answer_prefix: str | None = field(default=None, metadata={
+        "help": "fixed text between </think> and the gold answer when scoring PIR (default: the trace's own)"})
+    prune_max_batch_tokens: int = field(default=16384, metadata={"help": "tokens per PIR scoring pass"})
+    instruction: str | None = field(default=None, metadata={
+        "help": "text appended to every problem in training and eval prompts; `math` = the boxed-answer "
+                "instruction"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system message of every training prompt"})
+    eval_benchmark: str | None = field(default="lab", metadata={
+        "help": "benchmark each trained model is evaluated on (none: skip)"})
+    eval_split: str = field(default="test", metadata={"help": "split of the eval benchmark"})
+    eval_limit: int | None = field(default=None, metadata={"help": "first N eval problems only"})
+    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "eval completion cap"})
+    eval_batch_size: int | None = field(default=None, metadata={"help": "eval generation batch size"})
+    eval_backend: str = field(default="hf", metadata={"help": "eval backend: hf or vllm"})
+    eval_start: bool = field(default=True, metadata={"help": "also evaluate the start model"})
+    data_dir: str | None = field(default=None, metadata={"help": "offline benchmark copies for the eval"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.variants, str):
+            self.variants = [v.strip() for v in self.variants.split(",") if v.strip()]
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ValueError(f"variants must be a non-empty list drawn from {list(VARIANTS)}, got {self.variants}")
+        if not 0.0 <= self.prune_ratio <= 1.0:
+            raise ValueError(f"prune_ratio must be in [0, 1] (share of functional steps), got {self.prune_ratio}")
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(f"segmenter must be one of {list(SEGMENTERS)}, got {self.segmenter!r}")
+        if self.trace_style not in ("verbose", "concise"):
+            raise ValueError(f"trace_style must be verbose or concise, got {self.trace_style!r}")
+        if self.num_traces < 0:
+            raise ValueError(f"num_traces must be >= 0 (0 = every row of a JSONL), got {self.num_traces}")
+        if self.traces == "lab" and self.num_traces == 0:
+            raise ValueError("traces: lab needs num_traces >= 1 (how many lab traces to write)")
+        if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):
+            self.eval_benchmark = None
+
+    def resolved_segmenter(self) -> str:
+        """``lab`` for lab traces, ``paragraph`` otherwise, unless set."""
+        if self.segmenter != "auto":
+            return self.segmenter
+        return "lab" if self.traces == "lab" else "paragraph"
+
+
+def parse_sft_args(argv: Sequence[str], default_config: str | None = None) -> tuple[Any, Any, Any]:
+    """Parse ``(SFTRecipeArguments, SFTConfig, ModelConfig)`` from ``--config`` YAML and CLI flags.
+
+    Raises:
+        ValueError: unknown keys in the YAML or on the command line (with suggestions).
+    """
+    from trl import ModelConfig, SFTConfig
+
+    from effreason.training.args import parse_config
+
+    return parse_config((SFTRecipeArguments, SFTConfig, ModelConfig), argv, default_config)

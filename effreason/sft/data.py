@@ -1,0 +1,120 @@
+"""SFT data for ``recipes/sft.py``: traces in, pruned variants, prompt-completion datasets out.
+
+Stages write under ``<output_dir>/data/`` and are skipped when their file exists, so an interrupted
+run resumes (pruning itself resumes trace by trace, ``effreason.pruning.prune_to_jsonl``).
+``data/settings.json`` records the settings the data was built with; a re-run with other data
+settings in the same directory is refused instead of silently mixing the two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import Dataset
+
+from effreason.format import MATH_INSTRUCTION, chat_prompt
+from effreason.jsonl import read_jsonl, write_json, write_jsonl
+
+logger = logging.getLogger(__name__)
+
+#: completion field of each variant's rows
+COMPLETION_FIELD = {"unpruned": "completion", "pir": "pruned_completion", "random": "pruned_completion"}
+
+
+def lab_trace_rows(num: int, *, style: str = "verbose", seed: int = 0) -> list[dict]:
+    """Traces of the first ``num`` lab train problems: rows ``{id, problem, completion, answer}``.
+
+    Args:
+        style: ``verbose`` or ``concise`` (``effreason.lab.traces``).
+        seed: seed of the trace writer (which checks and errors each trace gets).
+    """
+    from effreason.lab.datasets import lab_problems
+    from effreason.lab.traces import CONCISE, VERBOSE, write_trace
+
+    trace_style = {"verbose": VERBOSE, "concise": CONCISE}[style]
+    rng = random.Random(seed)
+    return [{"id": f"lab/train/{i}", "problem": p.text(), "completion": write_trace(p, trace_style, rng).text,
+             "answer": str(p.answer)} for i, p in enumerate(lab_problems("train")[:num])]
+
+
+def check_settings(data_dir: Path, settings: dict) -> None:
+    """Record ``settings`` in ``data_dir/settings.json``, or refuse if the directory holds data built
+    with other settings.
+
+    Raises:
+        ValueError: naming the settings that differ.
+    """
+    path = data_dir / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"{data_dir} holds data built with other settings ({', '.join(changed)}: "
+                             f"{[before.get(k) for k in changed]} then, {[settings.get(k) for k in changed]} now); "
+                             "use a new output_dir, or delete that folder to rebuild")
+        return
+    write_json(path, settings)
+
+
+def build_traces(path: Path, *, traces: str, num_traces: int, style: str, seed: int) -> list[dict]:
+    """The trace rows: written to ``path`` once (lab traces, or the first rows of a JSONL), then read back."""
+    from effreason.pruning import load_traces
+
+    if not path.is_file():
+        if traces == "lab":
+            rows = lab_trace_rows(num_traces, style=style, seed=seed)
+        else:
+            rows = load_traces(traces, check_answers=True)  # errors name the file, line and field
+            rows = rows[:num_traces] if num_traces else rows
+        write_jsonl(path, rows)
+        logger.info("wrote %d traces to %s", len(rows), path)
+    return read_jsonl(path)
+
+
+def prune_variant(rows: Sequence[dict], path: Path, *, method: str, ratio: float, tokenizer, model=None,
+                  segmenter: str, answer_prefix: str | None, max_batch_tokens: int, seed: int) -> dict:
+    """Prune ``rows`` into ``path`` with ``method`` (``pir`` or ``random``), resumably; the same code
+    as ``effreason prune``. Writes ``<path>.summary.json`` and returns the summary."""
+    from effreason.pruning import LabSegmenter, ParagraphSegmenter, prune_to_jsonl
+
+    seg = LabSegmenter() if segmenter == "lab" else ParagraphSegmenter()
+    summary = prune_to_jsonl(rows, path, tokenizer=tokenizer, model=model, ratio=ratio, method=method,
+                             answer_prefix=answer_prefix, segmenter=seg, seed=seed,
+                             max_batch_tokens=max_batch_tokens, progress=True)
+    summary = {**summary, "method": method, "ratio": ratio}
+    write_json(f"{path}.summary.json", summary)
+    logger.info("%s pruning: %d -> %d tokens (%.1f%% fewer)", method, summary["prune/tokens_before"],
+                summary["prune/tokens_after"], 100 * summary["prune/token_reduction"])
+    return summary
+
+
+def read_variant(path: Path, rows: Sequence[dict]) -> list[dict]:
+    """The pruned rows of ``path`` for the traces ``rows``, in their order."""
+    by_id = {r["id"]: r for r in read_jsonl(path)}
+    missing = [r["id"] for r in rows if r["id"] not in by_id]
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} of the traces (first: {missing[0]!r}); delete it to re-prune")
+    return [by_id[r["id"]] for r in rows]
+
+
+def sft_dataset(rows: Sequence[dict], completion_field: str, *, instruction: str | None = None,
+                system_prompt: str | None = None) -> Dataset:
+    """Conversational prompt-completion rows for TRL's ``SFTTrainer`` (loss on the completion only).
+
+    The prompt is rebuilt from ``problem`` with ``effreason.format.chat_prompt``, as the eval suite
+    builds it, so the model is trained on the prompts it is evaluated with.
+
+    Args:
+        completion_field: ``completion`` (unpruned) or ``pruned_completion``.
+        instruction: appended to each problem (``math`` = the boxed-answer instruction).
+    """
+    extra = MATH_INSTRUCTION if instruction == "math" else instruction
+    return Dataset.from_list([
+        {"prompt": chat_prompt(row["problem"], instruction=extra, system_prompt=system_prompt),
+         "completion": [{"role": "assistant", "content": row[completion_field]}]}
+        for row in rows
+    ])

