@@ -6,7 +6,12 @@ answer's tokens under a scorer model, and the lowest-scoring ones are removed up
 functional steps (progressive steps are always kept). A model fine-tuned on the pruned traces
 learns to think as accurately in fewer tokens. This recipe runs the whole comparison:
 
-1. traces: verbose lab traces of ``num_traces`` train problems (or your JSONL with gold answers);
+0. lab only (``lab_slip_warmup_steps``): the start model is first warmed up on *slippy* lab traces,
+   whose writer slips on wrap-around subtractions and catches the slip in its final re-check, so
+   its traces mix redundant checks with checks that matter (``effreason.lab.traces.SLIPPY``,
+   ``effreason.lab.warmup``); every variant starts from that model, and it scores PIR;
+1. traces: lab traces of ``num_traces`` train problems in ``trace_style`` (or your JSONL with gold
+   answers);
 2. pruning: PIR with ``prune_scorer`` (default: the start model) and random pruning of the same
    share of functional steps (the baseline), with the code behind ``effreason prune``;
 3. SFT with TRL's ``SFTTrainer`` from the same start model on each of unpruned / PIR / random data
@@ -29,7 +34,7 @@ resumes; ``data/settings.json`` refuses to mix data built with other settings.
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "lab" / "sft.yaml"
@@ -64,6 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         write_json(root / "sft_config.json", {"recipe": asdict(recipe), "sft": sft.to_dict(),
                                               "model": asdict(model_args)})
 
+    # ---- 0. lab only: a slippy overthinker as the start model (see effreason.lab.warmup)
+    if recipe.lab_slip_warmup_steps:
+        from effreason.lab.warmup import slippy_start_model
+
+        tic = time.perf_counter()
+        with state.main_process_first():
+            start = slippy_start_model(resolve_model_path(start), root / "start_model",
+                                       steps=recipe.lab_slip_warmup_steps,
+                                       learning_rate=recipe.lab_warmup_learning_rate, seed=sft.seed)
+        model_args = replace(model_args, model_name_or_path=start)
+        seconds["warmup"] = time.perf_counter() - tic
+
     # ---- 1-2. traces, then PIR and random pruning of the same share of functional steps
     scorer = recipe.prune_scorer or start
     with state.main_process_first():
@@ -71,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "trace_style": recipe.trace_style, "trace_seed": recipe.trace_seed,
                                   "prune_ratio": recipe.prune_ratio, "prune_scorer": scorer,
                                   "segmenter": recipe.resolved_segmenter(), "answer_prefix": recipe.answer_prefix,
-                                  "seed": sft.seed})
+                                  "seed": sft.seed, "lab_slip_warmup_steps": recipe.lab_slip_warmup_steps,
+                                  "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate})
         rows = build_traces(data_dir / "traces.jsonl", traces=recipe.traces, num_traces=recipe.num_traces,
                             style=recipe.trace_style, seed=recipe.trace_seed)
         seconds["traces"] = time.perf_counter() - clock

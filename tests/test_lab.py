@@ -8,7 +8,16 @@ from effreason.grading import Grader
 from effreason.lab.datasets import SPLITS, lab_dataset, lab_problems
 from effreason.lab.model import build_lab_model, lab_model_config
 from effreason.lab.task import MODULUS, Difficulty, Problem, apply, parse_problem, sample_problem
-from effreason.lab.traces import CONCISE, PROGRESSIVE, VERBOSE, oracle_trace, write_trace
+from effreason.lab.traces import (
+    CONCISE,
+    PROGRESSIVE,
+    SLIP,
+    SLIPPY,
+    VERBOSE,
+    oracle_trace,
+    slip_value,
+    write_trace,
+)
 
 
 def test_apply_is_modular():
@@ -62,6 +71,35 @@ def test_trace_styles_differ_in_functional_steps_and_stay_correct():
         assert all(kinds[i + 1] == "correction" for i, k in enumerate(kinds) if k == "error")
 
 
+def test_slippy_traces_carry_slips_and_the_final_check_catches_them(lab_tokenizer):
+    # 3 - 5 should wrap to 9; the slippy writer writes 2 and carries it: 2 * 6 = 1 instead of 9 * 6 = 10
+    p = Problem(3, (("-", 5), ("*", 6)))
+    assert slip_value("-", 3, 5) == 2 and slip_value("-", 5, 3) is None and slip_value("+", 3, 5) is None
+    trace = write_trace(p, SLIPPY, random.Random(0))
+    steps = [text for kind, text in trace.segments if kind in (PROGRESSIVE, SLIP)]
+    assert steps == ["s1 3 - 5 = 2 ;", "s2 2 * 6 = 1 ;"]
+    assert trace.segments[-1][0] == "final_check"
+    assert trace.segments[-1][1].endswith(": 3 - 5 = 9 , 9 * 6 = 10 . that is wrong ;")
+    assert trace.answer == p.answer == 10 and trace.text.endswith("\\boxed{ 10 }")
+    rng = random.Random(2)
+    problems = [sample_problem(rng, Difficulty(3, 6)) for _ in range(300)]
+    traces = [write_trace(q, SLIPPY, rng) for q in problems]
+    grader = Grader("exact")
+    assert all(grader.grade(t.text, str(q.answer)).correct for t, q in zip(traces, problems, strict=True))
+    caught = [t for t in traces if "that is wrong ;" in t.text]
+    assert 0.4 < len(caught) / len(traces) < 0.7  # about half the problems have a slip that reaches the answer
+    assert all(t.segments[-1][0] == "final_check" for t in caught)
+    # every wrap-around subtraction of the written chain slipped
+    for t in traces:
+        for kind, text in t.segments:
+            if kind in (PROGRESSIVE, SLIP):
+                _, a, op, b, _, c, _ = text.split()
+                assert (kind == SLIP) == (slip_value(op, int(a), int(b)) is not None)
+                assert int(c) == (slip_value(op, int(a), int(b)) if kind == SLIP else apply(op, int(a), int(b)))
+    ids = lab_tokenizer(caught[0].text, add_special_tokens=False)["input_ids"]
+    assert lab_tokenizer.unk_token_id not in ids
+
+
 def test_tokenizer_roundtrip_no_unknowns_and_reload_keeps_ids(lab_tokenizer, untrained_lab_dir):
     p = sample_problem(random.Random(3), Difficulty(6, 6))
     text = write_trace(p, VERBOSE, random.Random(3)).text
@@ -98,3 +136,31 @@ def test_lab_splits_columns_sizes_and_disjointness():
     assert lab_dataset("test", limit=5)["problem"] == test["problem"][:5]  # deterministic
     with pytest.raises(ValueError, match="unknown lab split"):
         lab_problems("validation")
+
+
+def test_lab_warm_up_steps_lower_the_loss_and_refuse_too_few_examples(untrained_lab_dir):
+    import torch
+
+    from effreason.lab.bootstrap import collate
+    from effreason.lab.levels import warm_up_levels
+    from effreason.lab.warmup import sft_steps, style_examples
+    from effreason.models import load_model_and_tokenizer
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model_and_tokenizer(str(untrained_lab_dir), device="cpu", dtype="float32")
+    examples = style_examples(tokenizer, {"slippy": 0.5, "slippy_terse": 0.5}, 8, seed=0)
+
+    def loss() -> float:
+        with torch.no_grad():
+            ids, attention, labels = collate(examples, tokenizer.pad_token_id)
+            return model(input_ids=ids, attention_mask=attention, labels=labels).loss.item()
+
+    before = loss()
+    sft_steps(model, tokenizer, examples, steps=4, batch_size=2, learning_rate=3e-3, cosine=True, warmup_steps=1)
+    assert loss() < before
+    with pytest.raises(ValueError, match="fewer than the 5 steps"):
+        sft_steps(model, tokenizer, examples, steps=5, batch_size=2)
+    with pytest.raises(ValueError, match="unknown lab trace styles"):
+        style_examples(tokenizer, {"slipy": 1.0}, 2, seed=0)
+    # the TLDR level warm-up runs through the same loop
+    assert warm_up_levels(model, tokenizer, {"short": "be brief", "long": "be detailed"}, steps=2, batch_size=2) > 0

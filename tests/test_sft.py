@@ -13,7 +13,7 @@ from effreason.grading import Grader
 from effreason.lab.datasets import lab_problems
 from effreason.sft.args import SFTRecipeArguments, parse_sft_args
 from effreason.sft.data import check_settings, lab_trace_rows, sft_dataset
-from effreason.sft.report import correction_pairs, removal_figures, target_figures
+from effreason.sft.report import catch_figures, correction_pairs, removal_figures, target_figures
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*/sft*.yaml"))
@@ -114,6 +114,10 @@ def test_config_typos_are_named(tmp_path):
         SFTRecipeArguments(variants=["unpruned", "pirr"])
     with pytest.raises(ValueError, match="prune_ratio"):
         SFTRecipeArguments(prune_ratio=1.5)
+    with pytest.raises(ValueError, match="trace_style must be one of"):
+        SFTRecipeArguments(trace_style="slipy")
+    with pytest.raises(ValueError, match="needs traces: lab"):
+        SFTRecipeArguments(traces="mine.jsonl", lab_slip_warmup_steps=10)
 
 
 # ---------------------------------------------------------------- figures
@@ -133,6 +137,18 @@ def test_correction_pairs_and_what_a_pruning_split():
     assert got["functional_by_label"] == {ec: 4, v: 2}
     assert (got["correction_pairs"], got["pairs_wrong_step_kept_correction_removed"],
             got["pairs_wrong_step_removed_correction_kept"]) == (2, 1, 1)
+
+
+def test_catch_figures_count_the_kept_catching_checks():
+    def step(text, removed, label="verification"):
+        return {"label": label, "removed": removed, "text": text, "pir": None}
+
+    catch = "let me double check from the start : 3 - 5 = 9 . that is wrong ; "
+    rows = [{"steps": [step("s1 3 - 5 = 2 ;", False, "progressive"), step("wait , let me check s1 : 3 - 5 = 2 . yes ;", True),
+                       step(catch, False)]},
+            {"steps": [step("s1 3 - 5 = 2 ;", False, "progressive"), step(catch, True)]}]
+    assert catch_figures(rows) == {"catching_checks": 2, "catching_checks_kept": 1, "other_functional_kept_share": 0.0}
+    assert catch_figures([{"steps": [step("s1 1 + 1 = 2 ;", False, "progressive")]}]) == {}
 
 
 def test_target_figures():
@@ -155,11 +171,16 @@ def test_tiny_sft_run_end_to_end_and_resume(untrained_lab_dir, tmp_path):
     out = tmp_path / "run"
     argv = ["--model_name_or_path", str(untrained_lab_dir), "--output_dir", str(out), "--num_traces", "8",
             "--max_steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none",
-            "--eval_limit", "6", "--eval_max_new_tokens", "48", "--eval_start", "false", "--logging_steps", "1"]
+            "--eval_limit", "6", "--eval_max_new_tokens", "48", "--eval_start", "false", "--logging_steps", "1",
+            "--lab_slip_warmup_steps", "2"]
     assert recipe.main(argv) == 0
+    start = out / "start_model"  # the slippy warm-up: every variant starts from it, PIR scores with it
+    assert (start / "model.safetensors").is_file() and not (out / "start_model.partial").exists()
+    assert json.loads((out / "data" / "settings.json").read_text())["prune_scorer"] == str(start)
     for name in ("unpruned", "pir", "random"):
         done = json.loads((out / name / "training_done.json").read_text())
         assert done["global_step"] == 2 and (out / name / "model.safetensors").is_file()
+        assert done["start"] == str(start)
         assert json.loads((out / "eval" / name / "results.json").read_text())["n"] == 6
     pir_rows = [json.loads(line) for line in (out / "data" / "pir.jsonl").read_text().splitlines()]
     assert len(pir_rows) == 8 and {r["pir_target"] for r in pir_rows} == {"gold"}
@@ -183,7 +204,7 @@ def test_lora_variant_saves_an_adapter(untrained_lab_dir, tmp_path):
     assert recipe.main(["--model_name_or_path", str(untrained_lab_dir), "--output_dir", str(out), "--num_traces",
                         "4", "--variants", "random", "--max_steps", "1", "--per_device_train_batch_size", "4",
                         "--report_to", "none", "--eval_benchmark", "none", "--use_peft", "true", "--lora_r", "4",
-                        "--lora_target_modules", "q_proj", "v_proj"]) == 0
+                        "--lora_target_modules", "q_proj", "v_proj", "--lab_slip_warmup_steps", "0"]) == 0
     done = json.loads((out / "random" / "training_done.json").read_text())
     assert done["peft"] and (out / "random" / "adapter_config.json").is_file()
     from effreason.sft.train import trained_model

@@ -61,6 +61,18 @@ def collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tens
     return input_ids, attention, labels
 
 
+def train_step(model, optimizer, scheduler, batch: list[tuple[list[int], int]], pad_id: int) -> float:
+    """One SFT step on ``batch`` (loss on the completion, gradient norm clipped at 1); returns the loss."""
+    input_ids, attention, labels = collate(batch, pad_id)
+    loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def length_bucketed_batches(examples: list, batch_size: int, seed: int, chunk_batches: int = 50) -> list[list]:
     """Group examples of similar length into batches (less padding), then shuffle the batch order.
 
@@ -107,14 +119,8 @@ def train(cfg: BootstrapConfig):
     model.train()
     start, ema = time.perf_counter(), None
     for step in range(cfg.steps):
-        input_ids, attention, labels = collate(batches[step], tokenizer.pad_token_id)
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        loss = train_step(model, optimizer, schedule, batches[step], tokenizer.pad_token_id)
+        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         if step % 100 == 0 or step == cfg.steps - 1:
             logger.info("step %d/%d loss %.4f (%.0fs)", step + 1, cfg.steps, ema, time.perf_counter() - start)
     model.eval()

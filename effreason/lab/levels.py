@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from effreason.format import chat_prompt, chat_prompt_ids
-from effreason.lab.bootstrap import collate, length_bucketed_batches
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import CONCISE, VERBOSE, TraceStyle, write_trace
+from effreason.lab.warmup import sft_steps
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +49,11 @@ def level_examples(tokenizer, instructions: Mapping[str, str], num: int, seed: i
 
 def warm_up_levels(model, tokenizer, instructions: Mapping[str, str], *, steps: int, batch_size: int = 32,
                    learning_rate: float = 1e-3, seed: int = 0) -> float:
-    """SFT ``model`` in place on level-styled lab traces (loss on the completion); returns seconds."""
+    """SFT ``model`` in place on level-styled lab traces (loss on the completion, constant rate);
+    returns seconds."""
     examples = level_examples(tokenizer, instructions, steps * batch_size, seed)
-    batches = length_bucketed_batches(examples, batch_size, seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.0)
-    model.train()
-    start, ema = time.perf_counter(), None
-    for step, batch in enumerate(batches[:steps]):
-        input_ids, attention, labels = collate(batch, tokenizer.pad_token_id)
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if step % 50 == 0 or step == steps - 1:
-            logger.info("level warm-up step %d/%d loss %.4f", step + 1, steps, ema)
-    model.eval()
-    return time.perf_counter() - start
+    return sft_steps(model, tokenizer, examples, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                     seed=seed, name="level warm-up")
 
 
 def warm_started_model(model_path: str, out_dir: str | Path, instructions: Mapping[str, str], *, steps: int,

@@ -9,6 +9,14 @@ show (LIMOPro's taxonomy, arXiv 2505.19187):
 - error then correction: a wrong value, then "wait , that is wrong ." and the right step;
 - final check / multi-method, cued by "let me double check" or "alternatively": the whole chain again.
 
+The ``SLIPPY`` style adds functional steps that matter: the writer *slips* on subtractions that
+should wrap around (``3 - 5`` written as ``2``, the wrap forgotten, instead of ``9``), carries the
+wrong value on, and its final re-check from the start is what catches it (``... . that is wrong ;``)
+and sets the right answer. Its other checks are as redundant as the verbose style's. Real R1 traces
+mix both kinds, redundant re-verification and checks that fix a mistake; telling them apart is what
+PIR trace pruning is for (removing a catching check leaves a trace whose last value is not the
+answer, so the gold answer's perplexity jumps).
+
 Verbosity is drawn once per trace (concise or verbose), so both modes coexist in the data and a
 model trained on it carries a "how verbose am I being" signal in its hidden states (what steering
 vectors and early-exit probes need). Every segment is labelled, and the oracle-minimal trace (the
@@ -24,6 +32,7 @@ from effreason.format import THINK_END, THINK_START
 from effreason.lab.task import MODULUS, Problem, apply
 
 PROGRESSIVE = "progressive"
+SLIP = "slip"  # a progressive step carried out wrongly by the SLIPPY writer (kept by every pruner)
 FUNCTIONAL_KINDS = ("verification", "recompute", "error", "correction", "final_check")
 
 
@@ -36,12 +45,16 @@ class TraceStyle:
         error: probability that a progressive step is first written with a wrong value, then corrected.
         final_check: probability of re-running the whole chain before answering.
         recompute_share: among step checks, the share phrased as "hmm , recompute" (else "wait").
+        slip: probability that a wrap-around subtraction is written unwrapped (``slip_value``) and
+            the wrong value carried on; a trace whose answer slipped always ends with a final check
+            that recomputes the chain and corrects it.
     """
 
     check: float
     error: float
     final_check: float
     recompute_share: float = 0.2
+    slip: float = 0.0
 
 
 CONCISE = TraceStyle(check=0.04, error=0.01, final_check=0.05)
@@ -49,6 +62,11 @@ CONCISE = TraceStyle(check=0.04, error=0.01, final_check=0.05)
 # likely next token, so the verbose branch must beat "go to the next step" as one token, not only
 # as a sum over cue words (measured: checks split 0.39 / 0.17 between "wait" / "hmm" lost to 0.45).
 VERBOSE = TraceStyle(check=0.95, error=0.06, final_check=0.9)
+# The verbose writer that always slips on wrap-around subtractions (about 55% of train problems have
+# one) and catches the slip in its final check; clean traces re-check at the end as often as VERBOSE.
+SLIPPY = TraceStyle(check=0.95, error=0.06, final_check=0.9, slip=1.0)
+SLIPPY_TERSE = TraceStyle(check=0.0, error=0.06, final_check=0.9, slip=1.0)  # slips, no step checks
+STYLES = {"verbose": VERBOSE, "concise": CONCISE, "slippy": SLIPPY, "slippy_terse": SLIPPY_TERSE}
 
 
 @dataclass(frozen=True)
@@ -90,13 +108,27 @@ def _chain(problem: Problem) -> str:
     return " ".join(parts)[:-2]  # drop the trailing " ,"
 
 
+def slip_value(op: str, a: int, b: int) -> int | None:
+    """The SLIPPY writer's mistake: ``a - b`` with ``a < b`` written as ``b - a`` (wrap forgotten);
+    None for steps it does not slip on."""
+    return b - a if op == "-" and a < b else None
+
+
 def write_trace(problem: Problem, style: TraceStyle, rng: random.Random) -> Trace:
-    """Write one trace of ``problem`` in ``style``; deterministic for a seeded ``rng``."""
+    """Write one trace of ``problem`` in ``style``; deterministic for a seeded ``rng``.
+
+    (Styles without slips draw exactly the random numbers they drew before slips existed, so the
+    shipped overthinker's training data is unchanged.)
+    """
     segments: list[tuple[str, str]] = []
-    x = problem.start
+    x = problem.start  # the value the trace carries (wrong after a slip)
     for i, (op, b) in enumerate(problem.ops, start=1):
         y = apply(op, x, b)
-        if rng.random() < style.error:
+        wrong = slip_value(op, x, b) if style.slip else None
+        if wrong is not None and rng.random() < style.slip:
+            segments.append((SLIP, _step(i, x, op, b, wrong)))
+            y = wrong
+        elif rng.random() < style.error:
             wrong = (y + rng.randint(1, MODULUS - 1)) % MODULUS
             segments.append(("error", _step(i, x, op, b, wrong)))
             segments.append(("correction", f"wait , that is wrong . {_step(i, x, op, b, y)}"))
@@ -108,10 +140,13 @@ def write_trace(problem: Problem, style: TraceStyle, rng: random.Random) -> Trac
             else:
                 segments.append(("verification", f"wait , let me check s{i} : {x} {op} {b} = {y} . yes ;"))
         x = y
-    if rng.random() < style.final_check:
+    if x != problem.answer:  # a slip reached the answer: the final check catches it
+        cue = "let me double check from the start :" if rng.random() < 0.7 else "alternatively , compute again :"
+        segments.append(("final_check", f"{cue} {_chain(problem)} . that is wrong ;"))
+    elif rng.random() < style.final_check:
         cue = "let me double check from the start :" if rng.random() < 0.7 else "alternatively , compute again :"
         segments.append(("final_check", f"{cue} {_chain(problem)} . yes ;"))
-    return Trace(tuple(segments), x)
+    return Trace(tuple(segments), problem.answer)
 
 
 def oracle_trace(problem: Problem) -> Trace:

@@ -13,6 +13,7 @@ from typing import Any
 
 VARIANTS = ("unpruned", "pir", "random")
 SEGMENTERS = ("auto", "lab", "paragraph")
+LAB_TRACE_STYLES = ("verbose", "concise", "slippy", "slippy_terse")  # effreason.lab.traces.STYLES (not imported: light module)
 
 
 @dataclass
@@ -24,8 +25,15 @@ class SFTRecipeArguments:
                 "rows, with an `answer` field (the gold answer PIR scores)"})
     num_traces: int = field(default=1000, metadata={"help": "lab: traces written (first N train problems); "
                                                     "JSONL: first N rows (0 = all)"})
-    trace_style: str = field(default="verbose", metadata={"help": "lab trace style: verbose or concise"})
+    trace_style: str = field(default="verbose", metadata={
+        "help": "lab trace style: verbose, concise, or slippy (verbose, plus slips that its final check catches)"})
     trace_seed: int = field(default=0, metadata={"help": "lab: seed of the trace writer"})
+    lab_slip_warmup_steps: int = field(default=0, metadata={
+        "help": "lab only: first SFT the start model this many steps on `slippy` lab traces (it learns to slip on "
+                "wrap-around subtractions and to catch the slip in its final check) and start every variant from "
+                "it (`<output_dir>/start_model`, also the PIR scorer); 0 = start from model_name_or_path"})
+    lab_warmup_learning_rate: float = field(default=1e-3, metadata={
+        "help": "peak rate of that warm-up (50 warm-up steps, cosine decay)"})
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
         "help": "training sets, each trained from the same start: unpruned, pir, random"})
     prune_ratio: float = field(default=0.5, metadata={"help": "share of each trace's functional steps to remove"})
@@ -60,10 +68,15 @@ class SFTRecipeArguments:
             raise ValueError(f"prune_ratio must be in [0, 1] (share of functional steps), got {self.prune_ratio}")
         if self.segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {list(SEGMENTERS)}, got {self.segmenter!r}")
-        if self.trace_style not in ("verbose", "concise"):
-            raise ValueError(f"trace_style must be verbose or concise, got {self.trace_style!r}")
+        if self.trace_style not in LAB_TRACE_STYLES:
+            raise ValueError(f"trace_style must be one of {list(LAB_TRACE_STYLES)}, got {self.trace_style!r}")
         if self.num_traces < 0:
             raise ValueError(f"num_traces must be >= 0 (0 = every row of a JSONL), got {self.num_traces}")
+        if self.lab_slip_warmup_steps < 0:
+            raise ValueError(f"lab_slip_warmup_steps must be >= 0, got {self.lab_slip_warmup_steps}")
+        if self.lab_slip_warmup_steps and self.traces != "lab":
+            raise ValueError("lab_slip_warmup_steps warms up a lab model on lab traces; it needs traces: lab "
+                             f"(got traces: {self.traces!r}); set it to 0 for your own traces")
         if self.traces == "lab" and self.num_traces == 0:
             raise ValueError("traces: lab needs num_traces >= 1 (how many lab traces to write)")
         if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):

@@ -29,13 +29,13 @@ def lab_trace_rows(num: int, *, style: str = "verbose", seed: int = 0) -> list[d
     """Traces of the first ``num`` lab train problems: rows ``{id, problem, completion, answer}``.
 
     Args:
-        style: ``verbose`` or ``concise`` (``effreason.lab.traces``).
+        style: a name in ``effreason.lab.traces.STYLES`` (``verbose``, ``concise``, ``slippy``).
         seed: seed of the trace writer (which checks and errors each trace gets).
     """
     from effreason.lab.datasets import lab_problems
-    from effreason.lab.traces import CONCISE, VERBOSE, write_trace
+    from effreason.lab.traces import STYLES, write_trace
 
-    trace_style = {"verbose": VERBOSE, "concise": CONCISE}[style]
+    trace_style = STYLES[style]
     rng = random.Random(seed)
     return [{"id": f"lab/train/{i}", "problem": p.text(), "completion": write_trace(p, trace_style, rng).text,
              "answer": str(p.answer)} for i, p in enumerate(lab_problems("train")[:num])]

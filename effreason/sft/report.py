@@ -50,6 +50,23 @@ def removal_figures(rows: Sequence[dict]) -> dict:
             "pairs_wrong_step_removed_correction_kept": split_correction_kept}
 
 
+#: How the lab's slippy writer ends a final check that caught a slip (effreason.lab.traces).
+LAB_CATCH_END = "that is wrong ;"
+
+
+def catch_figures(rows: Sequence[dict]) -> dict:
+    """Lab slippy traces: how many final checks that *caught a slip* (the steps the answer depends on)
+    a pruning kept, against the redundant functional steps; empty when the traces have none."""
+    catching = [s for r in rows for s in r["steps"]
+                if s["label"] != "progressive" and s["text"].strip().endswith(LAB_CATCH_END)]
+    if not catching:
+        return {}
+    other = [s for r in rows for s in r["steps"]
+             if s["label"] != "progressive" and not s["text"].strip().endswith(LAB_CATCH_END)]
+    return {"catching_checks": len(catching), "catching_checks_kept": sum(not s["removed"] for s in catching),
+            "other_functional_kept_share": sum(not s["removed"] for s in other) / max(len(other), 1)}
+
+
 def data_figures(variant_rows: dict[str, Sequence[dict]], prune_summary: dict[str, dict], tokenizer) -> dict:
     """Per training set: traces, mean completion tokens (with EOS, as generated), reduction against
     the unpruned set; for pruned sets, the pruning summary and ``removal_figures``."""
@@ -67,7 +84,7 @@ def data_figures(variant_rows: dict[str, Sequence[dict]], prune_summary: dict[st
         if base and name != "unpruned":
             figures["token_reduction"] = 1.0 - mean / base
         if name in prune_summary:
-            figures.update(prune=prune_summary[name], **removal_figures(rows))
+            figures.update(prune=prune_summary[name], **removal_figures(rows), **catch_figures(rows))
         out[name] = figures
     return out
 
