@@ -69,20 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json(root / "sft_config.json", {"recipe": asdict(recipe), "sft": sft.to_dict(),
                                               "model": asdict(model_args)})
 
-    # ---- 0. lab only: a slippy overthinker as the start model (see effreason.lab.warmup)
-    if recipe.lab_slip_warmup_steps:
-        from effreason.lab.warmup import slippy_start_model
-
-        tic = time.perf_counter()
-        with state.main_process_first():
-            start = slippy_start_model(resolve_model_path(start), root / "start_model",
-                                       steps=recipe.lab_slip_warmup_steps,
-                                       learning_rate=recipe.lab_warmup_learning_rate, seed=sft.seed)
-        model_args = replace(model_args, model_name_or_path=start)
-        seconds["warmup"] = time.perf_counter() - tic
-
-    # ---- 1-2. traces, then PIR and random pruning of the same share of functional steps
-    scorer = recipe.prune_scorer or start
+    # ---- 0. lab only: a slippy overthinker as the start model (see effreason.lab.warmup); data built with
+    # other settings is refused first, before minutes of warm-up
+    warm_dir = root / "start_model"
+    scorer = recipe.prune_scorer or (str(warm_dir) if recipe.lab_slip_warmup_steps else start)
     with state.main_process_first():
         check_settings(data_dir, {"traces": recipe.traces, "num_traces": recipe.num_traces,
                                   "trace_style": recipe.trace_style, "trace_seed": recipe.trace_seed,
@@ -90,6 +80,18 @@ def main(argv: list[str] | None = None) -> int:
                                   "segmenter": recipe.resolved_segmenter(), "answer_prefix": recipe.answer_prefix,
                                   "seed": sft.seed, "lab_slip_warmup_steps": recipe.lab_slip_warmup_steps,
                                   "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate})
+    if recipe.lab_slip_warmup_steps:
+        from effreason.lab.warmup import slippy_start_model
+
+        tic = time.perf_counter()
+        with state.main_process_first():
+            start = slippy_start_model(resolve_model_path(start), warm_dir, steps=recipe.lab_slip_warmup_steps,
+                                       learning_rate=recipe.lab_warmup_learning_rate, seed=sft.seed)
+        model_args = replace(model_args, model_name_or_path=start)
+        seconds["warmup"] = time.perf_counter() - tic
+
+    # ---- 1-2. traces, then PIR and random pruning of the same share of functional steps
+    with state.main_process_first():
         rows = build_traces(data_dir / "traces.jsonl", traces=recipe.traces, num_traces=recipe.num_traces,
                             style=recipe.trace_style, seed=recipe.trace_seed)
         seconds["traces"] = time.perf_counter() - clock

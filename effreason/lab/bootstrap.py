@@ -41,11 +41,15 @@ def training_examples(tokenizer, num: int, seed: int, verbose_share: float) -> l
     examples = []
     for _ in range(num):
         problem = rng.choice(problems)
-        trace = write_trace(problem, sample_style(rng, verbose_share), rng)
-        prompt_ids = chat_prompt_ids(tokenizer, chat_prompt(problem.text()))
-        completion_ids = tokenizer(trace.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        examples.append((prompt_ids + completion_ids, len(prompt_ids)))
+        examples.append(encode_example(tokenizer, problem.text(), write_trace(problem, sample_style(rng, verbose_share),
+                                                                              rng).text))
     return examples
+
+
+def encode_example(tokenizer, problem: str, completion: str, instruction: str | None = None) -> tuple[list[int], int]:
+    """``(prompt + completion + eos ids, prompt length)`` of one lab SFT example (chat prompt as evaluated)."""
+    prompt = chat_prompt_ids(tokenizer, chat_prompt(problem, instruction=instruction))
+    return prompt + tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id], len(prompt)
 
 
 def collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

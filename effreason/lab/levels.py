@@ -16,7 +16,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
-from effreason.format import chat_prompt, chat_prompt_ids
+from effreason.lab.bootstrap import encode_example
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import CONCISE, VERBOSE, TraceStyle, write_trace
 from effreason.lab.warmup import sft_steps
@@ -41,9 +41,7 @@ def level_examples(tokenizer, instructions: Mapping[str, str], num: int, seed: i
     for _ in range(num):
         problem, level = rng.choice(problems), rng.choice(names)
         trace = write_trace(problem, LEVEL_STYLES[level], rng)
-        prompt = chat_prompt_ids(tokenizer, chat_prompt(problem.text(), instruction=instructions[level]))
-        completion = tokenizer(trace.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        examples.append((prompt + completion, len(prompt)))
+        examples.append(encode_example(tokenizer, problem.text(), trace.text, instructions[level]))
     return examples
 
 

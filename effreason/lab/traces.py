@@ -140,12 +140,10 @@ def write_trace(problem: Problem, style: TraceStyle, rng: random.Random) -> Trac
             else:
                 segments.append(("verification", f"wait , let me check s{i} : {x} {op} {b} = {y} . yes ;"))
         x = y
-    if x != problem.answer:  # a slip reached the answer: the final check catches it
+    caught = x != problem.answer  # a slip reached the answer: the final check always runs and catches it
+    if caught or rng.random() < style.final_check:
         cue = "let me double check from the start :" if rng.random() < 0.7 else "alternatively , compute again :"
-        segments.append(("final_check", f"{cue} {_chain(problem)} . that is wrong ;"))
-    elif rng.random() < style.final_check:
-        cue = "let me double check from the start :" if rng.random() < 0.7 else "alternatively , compute again :"
-        segments.append(("final_check", f"{cue} {_chain(problem)} . yes ;"))
+        segments.append(("final_check", f"{cue} {_chain(problem)} . {'that is wrong' if caught else 'yes'} ;"))
     return Trace(tuple(segments), problem.answer)
 
 

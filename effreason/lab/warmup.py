@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from effreason.format import chat_prompt, chat_prompt_ids
-from effreason.lab.bootstrap import length_bucketed_batches, train_step
+from effreason.lab.bootstrap import encode_example, length_bucketed_batches, train_step
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import STYLES, write_trace
 
@@ -82,10 +81,7 @@ def style_examples(tokenizer, styles: Mapping[str, float], num: int, seed: int) 
     for _ in range(num):
         problem = rng.choice(problems)
         style = names[0] if len(names) == 1 else rng.choices(names, weights)[0]
-        trace = write_trace(problem, STYLES[style], rng)
-        prompt = chat_prompt_ids(tokenizer, chat_prompt(problem.text()))
-        completion = tokenizer(trace.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        examples.append((prompt + completion, len(prompt)))
+        examples.append(encode_example(tokenizer, problem.text(), write_trace(problem, STYLES[style], rng).text))
     return examples
 
 

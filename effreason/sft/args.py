@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from effreason.lab.traces import STYLES
+
 VARIANTS = ("unpruned", "pir", "random")
 SEGMENTERS = ("auto", "lab", "paragraph")
-LAB_TRACE_STYLES = ("verbose", "concise", "slippy", "slippy_terse")  # effreason.lab.traces.STYLES (not imported: light module)
 
 
 @dataclass
@@ -26,10 +27,11 @@ class SFTRecipeArguments:
     num_traces: int = field(default=1000, metadata={"help": "lab: traces written (first N train problems); "
                                                     "JSONL: first N rows (0 = all)"})
     trace_style: str = field(default="verbose", metadata={
-        "help": "lab trace style: verbose, concise, or slippy (verbose, plus slips that its final check catches)"})
+        "help": "lab trace style: verbose, concise, slippy (verbose, plus slips that its final check catches) or "
+                "slippy_terse (slippy without step checks)"})
     trace_seed: int = field(default=0, metadata={"help": "lab: seed of the trace writer"})
     lab_slip_warmup_steps: int = field(default=0, metadata={
-        "help": "lab only: first SFT the start model this many steps on `slippy` lab traces (it learns to slip on "
+        "help": "lab only: first SFT the start model this many steps on slippy lab traces (it learns to slip on "
                 "wrap-around subtractions and to catch the slip in its final check) and start every variant from "
                 "it (`<output_dir>/start_model`, also the PIR scorer); 0 = start from model_name_or_path"})
     lab_warmup_learning_rate: float = field(default=1e-3, metadata={
@@ -68,8 +70,8 @@ class SFTRecipeArguments:
             raise ValueError(f"prune_ratio must be in [0, 1] (share of functional steps), got {self.prune_ratio}")
         if self.segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {list(SEGMENTERS)}, got {self.segmenter!r}")
-        if self.trace_style not in LAB_TRACE_STYLES:
-            raise ValueError(f"trace_style must be one of {list(LAB_TRACE_STYLES)}, got {self.trace_style!r}")
+        if self.trace_style not in STYLES:
+            raise ValueError(f"trace_style must be one of {list(STYLES)}, got {self.trace_style!r}")
         if self.num_traces < 0:
             raise ValueError(f"num_traces must be >= 0 (0 = every row of a JSONL), got {self.num_traces}")
         if self.lab_slip_warmup_steps < 0:
