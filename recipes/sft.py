@@ -10,8 +10,8 @@ learns to think as accurately in fewer tokens. This recipe runs the whole compar
    whose writer slips on wrap-around subtractions and catches the slip in its final re-check, so
    its traces mix redundant checks with checks that matter (``effreason.lab.traces.SLIPPY``,
    ``effreason.lab.warmup``); every variant starts from that model, and it scores PIR;
-1. traces: lab traces of ``num_traces`` train problems in ``trace_style`` (or your JSONL with gold
-   answers);
+1. traces: lab traces of ``num_traces`` train problems in ``trace_style`` (or yours, with gold answers:
+   a JSONL file or a Hugging Face dataset, ``traces_split`` / ``traces_subset`` / ``traces_columns``);
 2. pruning: PIR with ``prune_scorer`` (default: the start model) and random pruning of the same
    share of functional steps (the baseline), with the code behind ``effreason prune``;
 3. SFT with TRL's ``SFTTrainer`` from the same start model on each of unpruned / PIR / random data
@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                                   "prune_ratio": recipe.prune_ratio, "prune_scorer": scorer,
                                   "segmenter": recipe.resolved_segmenter(), "answer_prefix": recipe.answer_prefix,
                                   "seed": sft.seed, "lab_slip_warmup_steps": recipe.lab_slip_warmup_steps,
-                                  "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate})
+                                  "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate,
+                                  **({} if recipe.traces == "lab" else {
+                                      "traces_split": recipe.traces_split, "traces_subset": recipe.traces_subset,
+                                      "traces_columns": recipe.traces_columns,
+                                      "traces_skip_bad_rows": recipe.traces_skip_bad_rows})})
     if recipe.lab_slip_warmup_steps:
         from effreason.lab.warmup import slippy_start_model
 
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 1-2. traces, then PIR and random pruning of the same share of functional steps
     with state.main_process_first():
         rows = build_traces(data_dir / "traces.jsonl", traces=recipe.traces, num_traces=recipe.num_traces,
-                            style=recipe.trace_style, seed=recipe.trace_seed)
+                            style=recipe.trace_style, seed=recipe.trace_seed, split=recipe.traces_split,
+                            subset=recipe.traces_subset, columns=recipe.traces_columns,
+                            skip_bad_rows=recipe.traces_skip_bad_rows)
         seconds["traces"] = time.perf_counter() - clock
         variant_rows, prune_summary = {"unpruned": rows}, {}
         for method in [v for v in ("pir", "random") if v in recipe.variants]:

@@ -104,3 +104,93 @@ def test_gold_that_cannot_be_placed_is_reported_with_its_line(tmp_path, capsys):
     # random pruning scores nothing, so the same file is fine for it
     assert main(["prune", "--input", str(path), "--output", str(tmp_path / "r.jsonl"), "--method", "random",
                  "--tokenizer", "lab", "--no-progress"]) == 0
+
+
+# ---------------------------------------------------------------- Hugging Face datasets in and out
+
+def _limo_like_rows(n: int) -> list[dict]:
+    """Rows named as public sets name them (``question``, ``answer``, chat ``messages``)."""
+    rows = []
+    for i in range(n):
+        think = f"<think> {i} plus one is {i + 1}.\n\nWait, let me double-check: {i + 1}. </think> \\boxed{{{i + 1}}}"
+        rows.append({"uid": f"u{i}", "question": f"What is {i} + 1?", "answer": str(i + 1),
+                     "messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                                  {"role": "assistant", "content": think}]})
+    return rows
+
+
+def test_traces_from_a_saved_dataset_a_parquet_file_and_a_dataset_object(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    data = Dataset.from_list(_limo_like_rows(4))
+    saved = tmp_path / "saved"
+    DatasetDict({"train": data, "test": data.select([0])}).save_to_disk(str(saved))
+    data.to_parquet(str(tmp_path / "t.parquet"))
+    columns = ["id=uid", "problem=question"]
+    from_dir = load_traces(saved, columns=columns, check_answers=True)
+    assert [t["id"] for t in from_dir] == ["u0", "u1", "u2", "u3"]
+    assert from_dir[2]["problem"] == "What is 2 + 1?" and from_dir[2]["answer"] == "3"
+    assert "double-check" in from_dir[2]["completion"]
+    assert load_traces(tmp_path / "t.parquet", columns=columns) == from_dir
+    assert load_traces(data, columns=columns) == from_dir
+    assert [t["id"] for t in load_traces(saved, split="test", columns=columns)] == ["u0"]
+    assert len(load_traces(saved, columns=columns, limit=2)) == 2
+    # the problem falls back to the last user message when no column is mapped
+    assert load_traces(saved)[0]["problem"] == "What is 0 + 1?"
+
+
+def test_dataset_errors_name_the_source_row_and_column(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = _limo_like_rows(3)
+    rows[1]["messages"][1]["content"] = "<think> cut off mid-thought"
+    saved = tmp_path / "ds"
+    Dataset.from_list(rows).save_to_disk(str(saved))
+    with pytest.raises(DataError, match=rf"{saved}:2: field 'messages': no closed </think>"):
+        load_traces(saved)
+    skipped = []
+    assert [t["id"] for t in load_traces(saved, columns=["id=uid"], skipped=skipped)] == ["u0", "u2"]
+    assert len(skipped) == 1 and ":2:" in skipped[0]
+    with pytest.raises(DataError, match=r"ds:1: field 'question_text': column 'question_text' \(mapped to "
+                                        r"'problem'\) is missing \(columns present: answer, messages"):
+        load_traces(saved, columns=["problem=question_text"])
+    with pytest.raises(ValueError, match="is not FIELD=COLUMN"):
+        load_traces(saved, columns=["problem"])
+    with pytest.raises(ValueError, match="names the field 'question'"):
+        load_traces(saved, columns=["question=problem"])
+    with pytest.raises(ValueError, match="has no split 'validation'; splits: train"):
+        load_traces(DatasetDict({"train": Dataset.from_list(rows)}), split="validation")
+    with pytest.raises(DataError, match="file not found"):
+        load_traces(tmp_path / "nope.parquet")
+    with pytest.raises(ValueError, match="could not load the Hub dataset 'no-such-org/no-such-traces'"):
+        load_traces("no-such-org/no-such-traces")  # offline in the tests (HF_HUB_OFFLINE=1)
+    dup = tmp_path / "dup.jsonl"
+    write_jsonl(dup, [{"id": "a", "problem": "q", "completion": "<think> x </think> 1"}] * 2)
+    with pytest.raises(DataError, match=r"dup.jsonl:2: field 'id': id 'a' repeats the row at 1"):
+        load_traces(dup)
+
+
+def test_prune_cli_reads_a_dataset_and_saves_one_for_sft(tmp_path, capsys):
+    from datasets import Dataset, load_from_disk
+
+    rows = _limo_like_rows(5)
+    rows[3]["messages"][1]["content"] = "<think> cut off"
+    saved = tmp_path / "ds"
+    Dataset.from_list(rows).save_to_disk(str(saved))
+    out, ds_dir = tmp_path / "o.jsonl", tmp_path / "pruned_ds"
+    args = ["prune", "--input", str(saved), "--columns", "id=uid", "problem=question", "--output", str(out),
+            "--method", "random", "--tokenizer", "lab", "--ratio", "1", "--no-progress", "--save-dataset", str(ds_dir)]
+    assert main(args) == 2 and f"{saved}:4: field 'messages'" in capsys.readouterr().err  # the cut-off row
+    assert not out.exists() and not ds_dir.exists()  # nothing written before the input is checked
+    assert main([*args, "--skip-bad-rows"]) == 0
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+    assert summary["skipped_rows"] == 1 and summary["prune/traces"] == 4
+    jsonl = read_jsonl(out)
+    pruned = load_from_disk(str(ds_dir))
+    assert pruned["id"] == [r["id"] for r in jsonl] == ["u0", "u1", "u2", "u4"]
+    assert pruned["pruned_completion"] == [r["pruned_completion"] for r in jsonl]
+    assert all("double-check" not in r["pruned_completion"] for r in jsonl)  # ratio 1: every check removed
+    first = pruned[0]["messages"]
+    assert first == [{"role": "user", "content": "What is 0 + 1?"},
+                     {"role": "assistant", "content": jsonl[0]["pruned_completion"]}]
+    assert [s["label"] for s in pruned[0]["steps"]] == [s["label"] for s in jsonl[0]["steps"]]

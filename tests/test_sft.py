@@ -10,9 +10,10 @@ import pytest
 
 from effreason.format import MATH_INSTRUCTION, chat_prompt, chat_prompt_ids
 from effreason.grading import Grader
+from effreason.jsonl import DataError
 from effreason.lab.datasets import lab_problems
 from effreason.sft.args import SFTRecipeArguments, parse_sft_args
-from effreason.sft.data import check_settings, lab_trace_rows, sft_dataset
+from effreason.sft.data import build_traces, check_settings, lab_trace_rows, sft_dataset
 from effreason.sft.report import catch_figures, correction_pairs, removal_figures, target_figures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,23 @@ def test_check_settings_refuses_other_data_settings(tmp_path):
     check_settings(tmp_path, {"prune_ratio": 0.5, "num_traces": 10})  # same settings: fine
     with pytest.raises(ValueError, match=r"other settings \(prune_ratio: \[0.5\] then, \[0.7\] now\)"):
         check_settings(tmp_path, {"prune_ratio": 0.7, "num_traces": 10})
+
+
+def test_traces_from_a_dataset_folder_with_mapped_columns(tmp_path):
+    from datasets import Dataset
+
+    think = "<think> 2 and 2.\n\nWait, check: 4. </think> \\boxed{4}"
+    rows = [{"question": f"q{i}", "completion": think if i != 1 else "<think> cut", "final": "4"} for i in range(4)]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    args = {"traces": str(tmp_path / "ds"), "num_traces": 3, "style": "verbose", "seed": 0,
+            "columns": ["problem=question", "answer=final"]}
+    with pytest.raises(DataError, match=r"ds:2: field 'completion': no closed </think>"):
+        build_traces(tmp_path / "a.jsonl", **args)
+    assert not (tmp_path / "a.jsonl").exists()
+    got = build_traces(tmp_path / "a.jsonl", **args, skip_bad_rows=True)  # rows 1 and 3 of the first 3
+    assert [(r["id"], r["problem"], r["answer"]) for r in got] == [("ds:1", "q0", "4"), ("ds:3", "q2", "4")]
+    with pytest.raises(ValueError, match="is not FIELD=COLUMN"):
+        SFTRecipeArguments(traces=str(tmp_path / "ds"), traces_columns=["problem:question"])
 
 
 # ---------------------------------------------------------------- completion-only loss

@@ -9,8 +9,7 @@ Splits are deterministic functions of fixed seeds; test problems never appear in
 from __future__ import annotations
 
 import random
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from effreason.format import chat_prompt
 from effreason.lab.task import (
@@ -22,6 +21,9 @@ from effreason.lab.task import (
     sample_problem,
 )
 from effreason.lab.traces import oracle_trace
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 #: split -> (number of problems, difficulty, seed)
 SPLITS: dict[str, tuple[int, Difficulty, int]] = {
@@ -62,5 +64,7 @@ def problem_row(problem: Problem, row_id: str) -> dict:
 
 def lab_dataset(split: str = "test", limit: int | None = None) -> Dataset:
     """Load a lab split (``train``, ``test`` or ``hard``)."""
+    from datasets import Dataset  # imported here: the problems alone need no ``datasets``
+
     problems = lab_problems(split)[:limit]
     return Dataset.from_list([problem_row(p, f"lab/{split}/{i}") for i, p in enumerate(problems)])

@@ -29,6 +29,7 @@ from effreason.pruning.prune import (
     prune_to_jsonl,
     prune_trace,
     prune_traces,
+    save_pruned_dataset,
     summarize,
 )
 from effreason.pruning.segment import LabSegmenter, ParagraphSegmenter, Segmenter
@@ -39,5 +40,5 @@ __all__ = [
     "LabSegmenter", "MarkerClassifier", "MarkerConfig", "ParagraphSegmenter", "ParsedTrace",
     "PrunedTrace", "Segmenter", "StepClassifier", "StepRecord", "answer_nll", "is_functional",
     "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_to_jsonl", "prune_trace", "prune_traces",
-    "summarize", "time_pir_scoring",
+    "save_pruned_dataset", "summarize", "time_pir_scoring",
 ]

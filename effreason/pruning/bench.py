@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import torch
+
 from effreason.pruning.classify import MarkerClassifier, StepClassifier, is_functional
 from effreason.pruning.nll import answer_nll, common_prefix, shared_prefix_nll
 from effreason.pruning.pir import Ablations, ablation_sequences, parse_trace
@@ -53,6 +55,8 @@ def time_pir_scoring(model, tokenizer, rows: Sequence[dict], *, segmenter: Segme
     work = scoring_work(tokenizer, rows, segmenter, classifier)
     timings, pir = {}, {}
     for mode in modes:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # each mode is timed to its last score, read back to the host
         start = time.perf_counter()
         nll = [_score(mode, model, abl, pad, max_batch_tokens) for abl in work]
         timings[mode] = time.perf_counter() - start

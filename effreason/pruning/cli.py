@@ -2,14 +2,21 @@
 
     effreason prune --input traces.jsonl --output pruned.jsonl --scorer lab --ratio 0.5
     effreason prune --input traces.jsonl --output random.jsonl --method random --tokenizer lab --ratio 0.5
+    effreason prune --input open-r1/OpenR1-Math-220k --subset default --limit 2000 --skip-bad-rows \
+        --scorer deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --ratio 0.3 --output openr1.jsonl --save-dataset openr1-pir
 
 PIR (LIMOPro, arXiv 2505.19187): functional steps (verification, multi-method, error correction)
 are scored by how much removing each one raises the perplexity of the gold answer's tokens (the
 row's ``answer`` field, placed in the trace's final ``\boxed{}``; rows without one score the trace's
 own boxed answer, and the summary counts them), and the lowest-scoring ones are removed up to
 ``--ratio`` of the functional steps. ``--method random`` removes the same
-number at random (the baseline). Output rows keep the original and pruned completions with per-step
-labels and scores; ``<output>.summary.json`` holds the token reduction. Re-running with the same
+number at random (the baseline).
+
+Input: a JSONL file, or a Hugging Face dataset (a ``save_to_disk`` folder, a parquet / json / csv
+file, or a Hub id with ``--split`` / ``--subset``); ``--columns`` maps a dataset's own column names
+onto the fields read. Output rows (JSONL) keep the original and pruned completions with per-step
+labels and scores; ``<output>.summary.json`` holds the token reduction; ``--save-dataset DIR`` also
+writes them as a Hugging Face dataset with an SFT-ready ``messages`` column. Re-running with the same
 ``--output`` resumes: traces already written are skipped.
 """
 
@@ -23,8 +30,18 @@ import logging
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("prune", help="PIR pruning of reasoning traces (SFT data)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="JSONL: problem+completion, prompt+completion or messages rows")
+    p.add_argument("--input", required=True,
+                   help="traces: a JSONL file, a dataset folder (save_to_disk), a parquet/json/csv file or a Hub id; "
+                        "rows with problem+completion, prompt+completion or messages, and the gold answer")
+    p.add_argument("--split", default="train", help="dataset split (datasets and Hub ids)")
+    p.add_argument("--subset", default=None, help="Hub dataset configuration")
+    p.add_argument("--columns", nargs="+", default=None, metavar="FIELD=COLUMN",
+                   help="read a field (id, problem, prompt, completion, messages, answer) from another column")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave out malformed rows (each reported, and counted in the summary) instead of stopping")
     p.add_argument("--output", required=True, help="output JSONL (appended to on resume)")
+    p.add_argument("--save-dataset", default=None, metavar="DIR",
+                   help="also write the output rows as a Hugging Face dataset (load_from_disk), with `messages`")
     p.add_argument("--method", choices=["pir", "random"], default="pir")
     p.add_argument("--ratio", type=float, default=0.5, help="share of functional steps to remove")
     p.add_argument("--scorer", help="causal LM that scores PIR (path, hub id or 'lab'); needed for pir")
@@ -37,7 +54,7 @@ def add_parser(subparsers) -> None:
                         "answer text up to its last \\boxed{)")
     p.add_argument("--no-prefix-reuse", action="store_true",
                    help="score every ablation with a full forward pass (no shared-prefix KV cache)")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="the first N input rows only")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -45,7 +62,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from effreason.jsonl import write_json
     from effreason.models import load_model_and_tokenizer, load_tokenizer
-    from effreason.pruning.prune import load_traces, prune_to_jsonl
+    from effreason.pruning.prune import load_traces, prune_to_jsonl, save_pruned_dataset
     from effreason.pruning.segment import LabSegmenter, ParagraphSegmenter
 
     if args.method == "pir" and not args.scorer:
@@ -57,8 +74,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.ratio <= 1.0:
         raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
     # validates every row before any work
-    traces = load_traces(args.input, check_answers=args.method == "pir", answer_prefix=args.answer_prefix)
-    traces = traces[: args.limit]
+    skipped = [] if args.skip_bad_rows else None
+    traces = load_traces(args.input, split=args.split, subset=args.subset, columns=args.columns, limit=args.limit,
+                         check_answers=args.method == "pir", answer_prefix=args.answer_prefix, skipped=skipped)
+    for message in skipped or []:
+        logging.getLogger(__name__).warning("skipped: %s", message)
+    if not traces:
+        raise ValueError(f"no usable trace in {args.input}" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
     model = None
     if args.method == "pir":
         model, tokenizer = load_model_and_tokenizer(args.scorer)
@@ -70,11 +92,16 @@ def run(args: argparse.Namespace) -> int:
                              seed=args.seed, max_batch_tokens=args.max_batch_tokens,
                              reuse_prefix=not args.no_prefix_reuse, progress=not args.no_progress)
     summary = {**summary, "method": args.method, "ratio": args.ratio, "input": args.input}
+    if skipped is not None:
+        summary["skipped_rows"] = len(skipped)
     no_gold = summary.get("prune/pir_target_boxed", 0) + summary.get("prune/pir_target_answer", 0)
     if no_gold:
         logging.getLogger(__name__).warning(
             "%d of %d rows have no gold `answer`: PIR scored the trace's own final answer for them", no_gold,
             summary["prune/traces"])
+    if args.save_dataset:
+        rows = save_pruned_dataset(args.output, args.save_dataset, ids=[t["id"] for t in traces])
+        summary["saved_dataset"] = f"{args.save_dataset} ({rows} rows)"
     write_json(f"{args.output}.summary.json", summary)
     print(json.dumps(summary, indent=2))
     return 0

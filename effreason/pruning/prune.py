@@ -10,11 +10,12 @@ number of functional steps, chosen uniformly with a per-trace seeded generator, 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from effreason.jsonl import DataError, iter_jsonl, require
 from effreason.pruning.classify import MarkerClassifier, StepClassifier, is_functional
 from effreason.pruning.pir import TARGETS, ParsedTrace, parse_trace, pir_scores, scored_answer
 from effreason.pruning.segment import ParagraphSegmenter, Segmenter
+from effreason.sources import iter_rows, parse_field_map, rename_fields
 
 logger = logging.getLogger(__name__)
 
@@ -184,32 +186,63 @@ def trace_from_row(row: dict, path, line: int) -> dict:
     if "</think>" not in completion:
         raise DataError(path, line, "no closed </think>: a truncated trace cannot be pruned",
                         field="messages" if "messages" in row else "completion")
-    trace = {"id": str(row.get("id", f"{Path(path).name}:{line}")), "problem": problem, "completion": completion}
+    row_id = row.get("id")
+    trace = {"id": f"{Path(path).name}:{line}" if row_id is None else str(row_id), "problem": problem,
+             "completion": completion}
     if row.get("answer") is not None:
         trace["answer"] = str(row["answer"])
     return trace
 
 
-def load_traces(path, *, check_answers: bool = False, answer_prefix: str | None = None) -> list[dict]:
-    """Read trace rows from JSONL (layouts: see ``trace_from_row``).
+#: fields a trace row is read from (``load_traces(columns=...)`` maps a dataset's own columns onto them)
+TRACE_FIELDS = ("id", "problem", "prompt", "completion", "messages", "answer")
+
+
+def load_traces(source, *, split: str = "train", subset: str | None = None,
+                columns: Mapping[str, str] | Sequence[str] | None = None, limit: int | None = None,
+                check_answers: bool = False, answer_prefix: str | None = None,
+                skipped: list[str] | None = None) -> list[dict]:
+    """Read trace rows (layouts: see ``trace_from_row``) from a JSONL file, a Hugging Face dataset
+    (object, ``save_to_disk`` folder, data file, or Hub id with ``split`` / ``subset``): see
+    ``effreason.sources.iter_rows``.
 
     Args:
+        columns: ``{field: column}`` (or ``["field=column", ...]``) to read a field of
+            ``TRACE_FIELDS`` from a differently named column (e.g. ``problem=question``).
+        limit: the first ``limit`` rows only (a large Hub set is not read in full).
         check_answers: also check that each gold ``answer`` has a place in its completion's final
             answer (what PIR scoring needs, see ``effreason.pruning.pir.scored_answer``).
         answer_prefix: the fixed lead-in PIR scoring will use, if any.
+        skipped: if given, a bad row is left out and its error message appended here (large public
+            sets hold some truncated traces); by default the first bad row raises.
 
     Raises:
-        DataError: naming the file, line and field, for a missing field, a completion whose
-            thinking never closed, or (``check_answers``) a gold answer that cannot be placed.
+        DataError: naming the file (or dataset and split), the line (or row) and the field, for a
+            missing field or column, a completion whose thinking never closed, a repeated ``id``, or
+            (``check_answers``) a gold answer that cannot be placed.
     """
-    traces = []
-    for line, row in iter_jsonl(path):
-        trace = trace_from_row(row, path, line)
-        if check_answers:
-            try:
-                scored_answer(split_thinking(trace["completion"]).answer or "", trace.get("answer"), answer_prefix)
-            except ValueError as e:
-                raise DataError(path, line, str(e), field="answer") from None
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    fields = parse_field_map(columns, TRACE_FIELDS)
+    traces, seen = [], {}
+    for where, line, row in itertools.islice(iter_rows(source, split=split, subset=subset), limit):
+        try:
+            trace = trace_from_row(rename_fields(row, fields, where, line), where, line)
+            if trace["id"] in seen:  # ids key the resumable output: a repeat would be skipped as done
+                raise DataError(where, line, f"id {trace['id']!r} repeats the row at {seen[trace['id']]}",
+                                field=fields.get("id", "id"))
+            if check_answers:
+                try:
+                    scored_answer(split_thinking(trace["completion"]).answer or "", trace.get("answer"),
+                                  answer_prefix)
+                except ValueError as e:
+                    raise DataError(where, line, str(e), field=fields.get("answer", "answer")) from None
+        except DataError as e:
+            if skipped is None:
+                raise
+            skipped.append(str(e))
+            continue
+        seen[trace["id"]] = line
         traces.append(trace)
     return traces
 
@@ -262,3 +295,40 @@ def prune_to_jsonl(traces: Sequence[dict], output: str | Path, *, progress: bool
     wanted = {t["id"] for t in traces}
     results = [result_from_row(r) for _, r in iter_jsonl(output) if r["id"] in wanted]
     return {**summarize(results), "resumed_traces": len(traces) - len(todo)}
+
+
+def save_pruned_dataset(output: str | Path, directory: str | Path, ids: Sequence[str] | None = None) -> int:
+    """Write the rows of the pruned JSONL ``output`` as a Hugging Face dataset (``save_to_disk``).
+
+    The dataset has the JSONL's columns plus ``messages`` (the problem as the user turn, the pruned
+    completion as the assistant turn), which TRL's ``SFTTrainer`` trains on as it is
+    (``dataset.select_columns(["messages"])``). It is written to ``<directory>.partial`` and renamed
+    into place, so ``directory`` is either the complete dataset or what was there before.
+
+    Args:
+        ids: keep these trace ids, in this order (default: every row of ``output``).
+
+    Returns:
+        The number of rows written.
+    """
+    import shutil
+
+    from datasets import Dataset
+
+    rows = {r["id"]: r for _, r in iter_jsonl(output)}
+    if ids is not None:
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise ValueError(f"{output} lacks {len(missing)} of the traces (first: {missing[0]!r})")
+    chosen = [rows[i] for i in ids] if ids is not None else list(rows.values())
+    data = Dataset.from_list([{**r, "messages": [{"role": "user", "content": r["problem"]},
+                                                  {"role": "assistant", "content": r["pruned_completion"]}]}
+                              for r in chosen])
+    directory = Path(directory)
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    data.save_to_disk(str(partial))
+    if directory.exists():
+        shutil.rmtree(directory)
+    partial.rename(directory)
+    return len(chosen)

@@ -22,10 +22,18 @@ class SFTRecipeArguments:
     """What effreason adds to TRL's SFT configuration (YAML keys at the top level)."""
 
     traces: str = field(default="lab", metadata={
-        "help": "`lab` (write lab traces) or a JSONL of traces: problem+completion, prompt+completion or messages "
-                "rows, with an `answer` field (the gold answer PIR scores)"})
+        "help": "`lab` (write lab traces), or your traces: a JSONL file, a dataset folder (save_to_disk), a "
+                "parquet/json/csv file or a Hub dataset id; rows with problem+completion, prompt+completion or "
+                "messages, and an `answer` field (the gold answer PIR scores)"})
+    traces_split: str = field(default="train", metadata={"help": "split of a traces dataset"})
+    traces_subset: str | None = field(default=None, metadata={"help": "configuration of a Hub traces dataset"})
+    traces_columns: list[str] | None = field(default=None, metadata={
+        "help": "FIELD=COLUMN items: read a trace field (id, problem, prompt, completion, messages, answer) from "
+                "another column, e.g. problem=question"})
+    traces_skip_bad_rows: bool = field(default=False, metadata={
+        "help": "leave out malformed trace rows (each logged) instead of stopping at the first"})
     num_traces: int = field(default=1000, metadata={"help": "lab: traces written (first N train problems); "
-                                                    "JSONL: first N rows (0 = all)"})
+                                                    "yours: first N rows (0 = all)"})
     trace_style: str = field(default="verbose", metadata={
         "help": "lab trace style: verbose, concise, slippy (verbose, plus slips that its final check catches) or "
                 "slippy_terse (slippy without step checks)"})
@@ -79,6 +87,12 @@ class SFTRecipeArguments:
         if self.lab_slip_warmup_steps and self.traces != "lab":
             raise ValueError("lab_slip_warmup_steps warms up a lab model on lab traces; it needs traces: lab "
                              f"(got traces: {self.traces!r}); set it to 0 for your own traces")
+        if isinstance(self.traces_columns, str):
+            self.traces_columns = self.traces_columns.split()
+        from effreason.pruning.prune import TRACE_FIELDS
+        from effreason.sources import parse_field_map
+
+        parse_field_map(self.traces_columns, TRACE_FIELDS)  # a malformed item fails here, before any work
         if self.traces == "lab" and self.num_traces == 0:
             raise ValueError("traces: lab needs num_traces >= 1 (how many lab traces to write)")
         if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):

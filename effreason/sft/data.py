@@ -60,16 +60,25 @@ def check_settings(data_dir: Path, settings: dict) -> None:
     write_json(path, settings)
 
 
-def build_traces(path: Path, *, traces: str, num_traces: int, style: str, seed: int) -> list[dict]:
-    """The trace rows: written to ``path`` once (lab traces, or the first rows of a JSONL), then read back."""
+def build_traces(path: Path, *, traces: str, num_traces: int, style: str, seed: int, split: str = "train",
+                 subset: str | None = None, columns: Sequence[str] | None = None,
+                 skip_bad_rows: bool = False) -> list[dict]:
+    """The trace rows: written to ``path`` once (lab traces, or the first rows of your traces: a JSONL
+    file or a dataset, read with ``effreason.pruning.load_traces``), then read back."""
     from effreason.pruning import load_traces
 
     if not path.is_file():
         if traces == "lab":
             rows = lab_trace_rows(num_traces, style=style, seed=seed)
         else:
-            rows = load_traces(traces, check_answers=True)  # errors name the file, line and field
-            rows = rows[:num_traces] if num_traces else rows
+            skipped = [] if skip_bad_rows else None
+            # errors name the file (or dataset), line (or row) and field
+            rows = load_traces(traces, split=split, subset=subset, columns=columns, limit=num_traces or None,
+                               check_answers=True, skipped=skipped)
+            for message in skipped or []:
+                logger.warning("skipped: %s", message)
+            if not rows:
+                raise ValueError(f"no usable trace in {traces}")
         write_jsonl(path, rows)
         logger.info("wrote %d traces to %s", len(rows), path)
     return read_jsonl(path)
