@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "segmenter": recipe.resolved_segmenter(), "answer_prefix": recipe.answer_prefix,
                                   "seed": sft.seed, "lab_slip_warmup_steps": recipe.lab_slip_warmup_steps,
                                   "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate,
+                                  **({"prune_markers": recipe.prune_markers} if recipe.prune_markers else {}),
                                   **({} if recipe.traces == "lab" else {
                                       "traces_split": recipe.traces_split, "traces_subset": recipe.traces_subset,
                                       "traces_columns": recipe.traces_columns,
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             prune_summary[method] = prune_variant(
                 rows, path, method=method, ratio=recipe.prune_ratio, tokenizer=tokenizer, model=model,
                 segmenter=recipe.resolved_segmenter(), answer_prefix=recipe.answer_prefix,
-                max_batch_tokens=recipe.prune_max_batch_tokens, seed=sft.seed)
+                max_batch_tokens=recipe.prune_max_batch_tokens, seed=sft.seed, markers=recipe.prune_markers)
             variant_rows[method] = read_variant(path, rows)
             seconds[f"prune_{method}"] = time.perf_counter() - tic
             del model

@@ -194,3 +194,28 @@ def test_prune_cli_reads_a_dataset_and_saves_one_for_sft(tmp_path, capsys):
     assert first == [{"role": "user", "content": "What is 0 + 1?"},
                      {"role": "assistant", "content": jsonl[0]["pruned_completion"]}]
     assert [s["label"] for s in pruned[0]["steps"]] == [s["label"] for s in jsonl[0]["steps"]]
+
+
+def test_prune_cli_marker_file_and_segmenter_settings(tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    think = "<think> 2 + 2 = 4. Four it is.\n\nHold on, 2 + 2 is 4 indeed.\n\nSo 4. </think> \\boxed{4}"
+    write_jsonl(path, [{"id": "a", "problem": "2 + 2?", "completion": think, "answer": "4"}])
+    markers = tmp_path / "m.yaml"
+    markers.write_text("extend: true\nverification: [hold on]\n")
+    base = ["prune", "--input", str(path), "--method", "random", "--tokenizer", "lab", "--ratio", "1", "--no-progress"]
+    plain, _ = _prune_rows(base, tmp_path / "plain.jsonl")
+    assert not any(s["removed"] for s in plain[0]["steps"])  # "Hold on" is no default marker
+    marked, _ = _prune_rows([*base, "--markers", str(markers)], tmp_path / "marked.jsonl")
+    assert [s["removed"] for s in marked[0]["steps"]] == [False, True, False]
+    assert "Hold on" not in marked[0]["pruned_completion"] and "2 + 2 = 4." in marked[0]["pruned_completion"]
+    # one step per sentence with a 1-character paragraph limit: the two-sentence paragraph becomes two
+    split, _ = _prune_rows([*base, "--max-paragraph-chars", "1", "--sentences-per-step", "1"], tmp_path / "s.jsonl")
+    assert len(split[0]["steps"]) == 4
+    markers.write_text("verifcation: [hold on]\n")
+    assert main([*base, "--markers", str(markers), "--output", str(tmp_path / "bad.jsonl")]) == 2
+    assert "did you mean 'verification'" in capsys.readouterr().err and not (tmp_path / "bad.jsonl").exists()
+
+
+def _prune_rows(args, out):
+    assert main([*args, "--output", str(out)]) == 0
+    return read_jsonl(out), json.loads(out.with_name(out.name + ".summary.json").read_text())

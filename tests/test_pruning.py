@@ -25,6 +25,7 @@ from effreason.pruning import (
     MarkerConfig,
     ParagraphSegmenter,
     is_functional,
+    load_marker_config,
     load_traces,
     num_to_remove,
     parse_trace,
@@ -137,6 +138,29 @@ def test_retracted_step_is_error_correction_and_configurable():
     assert custom(["Sanity: ok.", "Wait, ok.", "So sanity holds."]) == [VERIFICATION, PROGRESSIVE, PROGRESSIVE]
     with pytest.raises(ValueError, match="window_words"):
         MarkerConfig(window_words=0)
+
+
+def test_marker_file_replaces_or_extends_the_lists(tmp_path):
+    path = tmp_path / "markers.yaml"
+    path.write_text("verification: [warte, moment mal]\nwindow_words: 3\n")
+    replaced = MarkerClassifier(load_marker_config(path))
+    assert replaced(["Warte, 3 + 4 = 7.", "Moment mal: ok.", "Wait, ok."]) == [VERIFICATION, VERIFICATION,
+                                                                               PROGRESSIVE]
+    path.write_text('{"extend": true, "multi_method": ["alternativ"]}')  # JSON is YAML too
+    extended = MarkerClassifier(load_marker_config(path))
+    assert extended(["Alternativ: 7.", "Alternatively, 7.", "Wait, ok."]) == [MULTI_METHOD, MULTI_METHOD,
+                                                                             VERIFICATION]
+    for text, error in [("verifcation: [x]\n", r"markers.yaml: 'verifcation' \(did you mean 'verification'"),
+                        ("verification: wait\n", "'verification' must be a list of phrases"),
+                        ("window_words: '6'\n", "'window_words' must be int"),
+                        ("extend: 1\n", "'extend' must be true or false"),
+                        ("- wait\n", "expected a mapping"),
+                        ("verification: ['...']\n", "a phrase with no words")]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=error):
+            load_marker_config(path)
+    with pytest.raises(ValueError, match="marker file not found"):
+        load_marker_config(tmp_path / "none.yaml")
 
 
 def test_r1_samples_segment_and_classify():

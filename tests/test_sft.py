@@ -136,6 +136,9 @@ def test_config_typos_are_named(tmp_path):
         SFTRecipeArguments(trace_style="slipy")
     with pytest.raises(ValueError, match="needs traces: lab"):
         SFTRecipeArguments(traces="mine.jsonl", lab_slip_warmup_steps=10)
+    (tmp_path / "m.yaml").write_text("verification: [hold on]\nwindow_word: 3\n")
+    with pytest.raises(ValueError, match=r"m.yaml: 'window_word' \(did you mean 'window_words'"):
+        SFTRecipeArguments(prune_markers=str(tmp_path / "m.yaml"))
 
 
 # ---------------------------------------------------------------- figures

@@ -11,6 +11,7 @@ from effreason.pruning.classify import (
     MarkerConfig,
     StepClassifier,
     is_functional,
+    load_marker_config,
 )
 from effreason.pruning.nll import answer_nll, shared_prefix_nll
 from effreason.pruning.pir import (
@@ -39,6 +40,6 @@ __all__ = [
     "ERROR_CORRECTION", "FUNCTIONAL_LABELS", "MULTI_METHOD", "PROGRESSIVE", "VERIFICATION",
     "LabSegmenter", "MarkerClassifier", "MarkerConfig", "ParagraphSegmenter", "ParsedTrace",
     "PrunedTrace", "Segmenter", "StepClassifier", "StepRecord", "answer_nll", "is_functional",
-    "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_to_jsonl", "prune_trace", "prune_traces",
+    "load_marker_config", "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_to_jsonl", "prune_trace", "prune_traces",
     "save_pruned_dataset", "summarize", "time_pir_scoring",
 ]

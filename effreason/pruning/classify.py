@@ -8,14 +8,16 @@ first ``window_words`` words starts a marker phrase, matched case-insensitively 
 
 Not implemented: the paper's LLM classifier for steps with no marker. Unmarked steps are
 progressive here (so they are never pruned). An LLM classifier plugs in as another
-``StepClassifier`` (a callable from the list of steps to their labels).
+``StepClassifier`` (a callable from the list of steps to their labels). The phrase lists are
+``MarkerConfig``'s, and ``load_marker_config`` reads them from a file (``effreason prune --markers``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Protocol
 
 PROGRESSIVE = "progressive"
@@ -87,6 +89,60 @@ class MarkerConfig:
         for name in ("verification", "multi_method", "error_correction", "retraction"):
             if any(not words(p) for p in getattr(self, name)):
                 raise ValueError(f"MarkerConfig.{name} has a phrase with no words; remove it")
+
+
+_PHRASE_KINDS = ("verification", "multi_method", "error_correction", "retraction")
+
+
+def load_marker_config(path: str | Path) -> MarkerConfig:
+    """A ``MarkerConfig`` from a YAML (or JSON) file, for ``effreason prune --markers`` and the recipes.
+
+    Keys are ``MarkerConfig``'s fields; a phrase list replaces the default one, or is added to it
+    when the file sets ``extend: true``. Example (markers of another language, kept with the
+    English ones)::
+
+        extend: true
+        verification: ["warte", "moment"]
+        multi_method: ["alternativ"]
+
+    Raises:
+        ValueError: naming the file and the key for an unknown key (with the closest spelling), a
+            list that is not of strings, or a file that is not a mapping.
+    """
+    import yaml
+
+    from effreason.training.args import unknown_key_error
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: marker file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML/JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of marker settings, got {type(data).__name__}")
+    extend = data.pop("extend", False)
+    if not isinstance(extend, bool):
+        raise ValueError(f"{path}: 'extend' must be true or false, got {extend!r}")
+    valid = {f.name for f in fields(MarkerConfig)}
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        raise unknown_key_error(unknown, valid | {"extend"}, str(path))
+    default, values = MarkerConfig(), {}
+    for key, value in data.items():
+        if key in _PHRASE_KINDS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{path}: {key!r} must be a list of phrases (strings), got {value!r}")
+            values[key] = (*getattr(default, key), *value) if extend else tuple(value)
+        elif type(value) is not type(getattr(default, key)):
+            raise ValueError(f"{path}: {key!r} must be {type(getattr(default, key)).__name__}, got {value!r}")
+        else:
+            values[key] = value
+    try:
+        return MarkerConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _find(step_words: tuple[str, ...], phrases: Sequence[str], window: int) -> str | None:

@@ -47,6 +47,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scorer", help="causal LM that scores PIR (path, hub id or 'lab'); needed for pir")
     p.add_argument("--tokenizer", help="tokenizer that counts tokens, for --method random (pir uses the scorer's)")
     p.add_argument("--segmenter", choices=["paragraph", "lab"], default="paragraph")
+    p.add_argument("--sentences-per-step", type=int, default=4,
+                   help="paragraph segmenter: sentences per step when a long paragraph is split")
+    p.add_argument("--max-paragraph-chars", type=int, default=1200,
+                   help="paragraph segmenter: a longer paragraph is split into sentence groups")
+    p.add_argument("--markers", default=None, metavar="FILE",
+                   help="YAML/JSON marker phrases per functional kind (see effreason.pruning.load_marker_config)")
     p.add_argument("--seed", type=int, default=0, help="random baseline seed")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="padded tokens per scoring pass")
     p.add_argument("--answer-prefix", default=None,
@@ -62,6 +68,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from effreason.jsonl import write_json
     from effreason.models import load_model_and_tokenizer, load_tokenizer
+    from effreason.pruning.classify import MarkerClassifier, load_marker_config
     from effreason.pruning.prune import load_traces, prune_to_jsonl, save_pruned_dataset
     from effreason.pruning.segment import LabSegmenter, ParagraphSegmenter
 
@@ -73,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method random needs --tokenizer (or --scorer) to count tokens")
     if not 0.0 <= args.ratio <= 1.0:
         raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
-    # validates every row before any work
+    # the settings, then every row, are checked before any work
+    segmenter = LabSegmenter() if args.segmenter == "lab" else ParagraphSegmenter(
+        max_paragraph_chars=args.max_paragraph_chars, sentences_per_step=args.sentences_per_step)
+    classifier = MarkerClassifier(load_marker_config(args.markers)) if args.markers else MarkerClassifier()
     skipped = [] if args.skip_bad_rows else None
     traces = load_traces(args.input, split=args.split, subset=args.subset, columns=args.columns, limit=args.limit,
                          check_answers=args.method == "pir", answer_prefix=args.answer_prefix, skipped=skipped)
@@ -86,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer = load_model_and_tokenizer(args.scorer)
     else:
         tokenizer = load_tokenizer(args.tokenizer or args.scorer)
-    segmenter = LabSegmenter() if args.segmenter == "lab" else ParagraphSegmenter()
     summary = prune_to_jsonl(traces, args.output, tokenizer=tokenizer, model=model, ratio=args.ratio,
                              method=args.method, answer_prefix=args.answer_prefix, segmenter=segmenter,
+                             classifier=classifier,
                              seed=args.seed, max_batch_tokens=args.max_batch_tokens,
                              reuse_prefix=not args.no_prefix_reuse, progress=not args.no_progress)
     summary = {**summary, "method": args.method, "ratio": args.ratio, "input": args.input}

@@ -51,6 +51,8 @@ class SFTRecipeArguments:
         "help": "causal LM that scores PIR (default: model_name_or_path, the model being fine-tuned)"})
     segmenter: str = field(default="auto", metadata={"help": "step segmenter: lab, paragraph, or auto (lab for "
                                                      "lab traces, else paragraph)"})
+    prune_markers: str | None = field(default=None, metadata={
+        "help": "YAML/JSON file of marker phrases per functional kind (default: the built-in English lists)"})
     answer_prefix: str | None = field(default=None, metadata={
         "help": "fixed text between </think> and the gold answer when scoring PIR (default: the trace's own)"})
     prune_max_batch_tokens: int = field(default=16384, metadata={"help": "tokens per PIR scoring pass"})
@@ -93,6 +95,10 @@ class SFTRecipeArguments:
         from effreason.sources import parse_field_map
 
         parse_field_map(self.traces_columns, TRACE_FIELDS)  # a malformed item fails here, before any work
+        if self.prune_markers:
+            from effreason.pruning.classify import load_marker_config
+
+            load_marker_config(self.prune_markers)  # likewise a bad marker file
         if self.traces == "lab" and self.num_traces == 0:
             raise ValueError("traces: lab needs num_traces >= 1 (how many lab traces to write)")
         if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):

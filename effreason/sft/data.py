@@ -85,14 +85,23 @@ def build_traces(path: Path, *, traces: str, num_traces: int, style: str, seed: 
 
 
 def prune_variant(rows: Sequence[dict], path: Path, *, method: str, ratio: float, tokenizer, model=None,
-                  segmenter: str, answer_prefix: str | None, max_batch_tokens: int, seed: int) -> dict:
+                  segmenter: str, answer_prefix: str | None, max_batch_tokens: int, seed: int,
+                  markers: str | None = None) -> dict:
     """Prune ``rows`` into ``path`` with ``method`` (``pir`` or ``random``), resumably; the same code
-    as ``effreason prune``. Writes ``<path>.summary.json`` and returns the summary."""
-    from effreason.pruning import LabSegmenter, ParagraphSegmenter, prune_to_jsonl
+    as ``effreason prune``. ``markers``: a marker-phrase file (``load_marker_config``). Writes
+    ``<path>.summary.json`` and returns the summary."""
+    from effreason.pruning import (
+        LabSegmenter,
+        MarkerClassifier,
+        ParagraphSegmenter,
+        load_marker_config,
+        prune_to_jsonl,
+    )
 
     seg = LabSegmenter() if segmenter == "lab" else ParagraphSegmenter()
+    classifier = MarkerClassifier(load_marker_config(markers)) if markers else MarkerClassifier()
     summary = prune_to_jsonl(rows, path, tokenizer=tokenizer, model=model, ratio=ratio, method=method,
-                             answer_prefix=answer_prefix, segmenter=seg, seed=seed,
+                             answer_prefix=answer_prefix, segmenter=seg, classifier=classifier, seed=seed,
                              max_batch_tokens=max_batch_tokens, progress=True)
     summary = {**summary, "method": method, "ratio": ratio}
     write_json(f"{path}.summary.json", summary)
