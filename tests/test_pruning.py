@@ -326,6 +326,39 @@ def test_prefix_reuse_covers_both_attention_branches(lab_model):
     assert model.config._attn_implementation == "sdpa"  # restored after the packed passes
 
 
+def test_models_that_post_process_logits_are_scored_by_their_own_forward(lab_model, caplog):
+    """Gemma-2's final-logit soft-capping is invisible to the fast paths (base model + output head):
+    the check against the model's own forward catches it and switches that model to full passes."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                          final_logit_softcapping=0.5, initializer_range=0.2, sliding_window=256, pad_token_id=0)
+    gemma = Gemma2ForCausalLM(config).eval()
+    ref = list(range(1, 60))
+    variants = [ref[:10] + ref[15:], ref[:30] + ref[40:]]
+
+    def by_hand(seq):
+        with torch.no_grad():
+            logits = gemma(torch.tensor([seq])).logits[0, -4:-1].double()
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(seq[-3:])).item()
+
+    want = [by_hand(s) for s in (ref, *variants)]
+    with caplog.at_level("WARNING", logger="effreason.pruning.nll"):
+        full, rest = shared_prefix_nll(gemma, ref, variants, 3, pad_token_id=0)
+        assert [full, *rest] == pytest.approx(want, abs=1e-6)
+        assert answer_nll(gemma, [ref, *variants], 3, pad_token_id=0) == pytest.approx(want, abs=1e-6)
+    assert sum("differs from the model's own forward" in r.message for r in caplog.records) == 2
+    assert gemma._effreason_scoring_paths == {"prefix-reuse": False, "full-pass": False}
+    # the lab model (Qwen3) passes the check: its fast paths stay on
+    model, tokenizer = lab_model
+    seq = tokenizer("start 1 ; s1 + 2 ; ( mod 11 )", add_special_tokens=False)["input_ids"]
+    shared_prefix_nll(model, seq, [seq[:3] + seq[5:]], 2, pad_token_id=0)
+    answer_nll(model, [seq], 2, pad_token_id=0)
+    assert model._effreason_scoring_paths == {"prefix-reuse": True, "full-pass": True}
+
+
 def test_only_the_gold_tokens_count(lab_model):
     """Text after the gold answer cannot change PIR; a different gold answer does."""
     model, tokenizer = lab_model

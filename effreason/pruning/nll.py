@@ -19,10 +19,14 @@ average half a trace, so prefix reuse runs about 2x fewer tokens than n+1 full p
 the batching (``eval/bench_pir.py`` prints both counts and times).
 
 Both compute logits only at the scored positions (no (B, T, vocab) tensor), through
-``model.base_model`` and ``model.get_output_embeddings()``: any HF causal LM whose attention goes
-through ``AttentionInterface`` and without logit post-processing (e.g. no final-logit soft-capping)
-fits. The log-softmax runs in float64: a confident scorer puts the answer's NLL near 1e-6, where
-float32 log-sum-exp rounds differences between ablations away.
+``model.base_model`` and ``model.get_output_embeddings()``, which fits any HF causal LM whose
+attention goes through ``AttentionInterface`` and that does not post-process its logits. Models
+that do (Gemma's final-logit soft-capping, Cohere's logit scale, attention soft-capping or sinks,
+remote code) are caught, not trusted: the first call of each path for a model is checked against
+``definition_nll`` (the model's own forward, one sequence per pass) and, if they differ, that model
+is scored with ``definition_nll`` from then on, with a warning. The log-softmax runs in float64: a
+confident scorer puts the answer's NLL near 1e-6, where float32 log-sum-exp rounds differences
+between ablations away.
 """
 
 from __future__ import annotations
@@ -83,13 +87,63 @@ def _check(sequences: Sequence[Sequence[int]], scored_tokens: int) -> None:
 
 
 @torch.no_grad()
+def definition_nll(model, sequences: Sequence[Sequence[int]], scored_tokens: int) -> list[float]:
+    """Mean NLL of the last ``scored_tokens`` tokens of each sequence by the definition: one pass per
+    sequence through the model's own forward (its own output head and logit post-processing), the
+    log-softmax in float64. Slow; what the fast paths are checked against."""
+    _check(sequences, scored_tokens)
+    device = next(model.parameters()).device
+    out = []
+    for seq in sequences:
+        ids = torch.tensor([list(seq)], device=device)  # (1, L)
+        try:  # logits of the last A + 1 positions only; the last one predicts nothing scored
+            logits = model(input_ids=ids, logits_to_keep=scored_tokens + 1).logits[0, :-1]
+        except TypeError:  # a model without ``logits_to_keep``
+            logits = model(input_ids=ids).logits[0, -scored_tokens - 1:-1]
+        logp = torch.log_softmax(logits.double(), dim=-1)  # (A, V)
+        out.append(float(-logp.gather(-1, ids[0, -scored_tokens:, None]).mean()))
+    return out
+
+
+#: per model: scoring path -> whether it matched ``definition_nll`` on its first call
+_CHECKED = "_effreason_scoring_paths"
+
+
+def _checked(model, path: str, fast, sequences: Sequence[Sequence[int]], scored_tokens: int) -> list[float]:
+    """``fast()`` (NLLs of ``sequences``), checked against ``definition_nll`` on the first call of
+    ``path`` for ``model``; a path that differed is replaced by the definition for that model."""
+    paths = model.__dict__.setdefault(_CHECKED, {})
+    if paths.get(path) is False:
+        return definition_nll(model, sequences, scored_tokens)
+    got = fast()
+    if path not in paths:
+        want = definition_nll(model, sequences, scored_tokens)
+        gap = max(abs(a - b) for a, b in zip(got, want, strict=True))
+        half = next(model.parameters()).dtype in (torch.float16, torch.bfloat16)
+        paths[path] = gap <= (5e-2 if half else 1e-4)
+        if not paths[path]:
+            logger.warning("%s: %s scoring differs from the model's own forward by %.3g nats (logit post-processing "
+                           "or an attention variant it does not reproduce); scoring one full forward pass per "
+                           "sequence instead (exact, slower)", type(model).__name__, path, gap)
+            return want
+    return got
+
+
+@torch.no_grad()
 def answer_nll(model, sequences: Sequence[Sequence[int]], scored_tokens: int, *, pad_token_id: int,
                max_batch_tokens: int = 16384) -> list[float]:
     """Mean NLL of the last ``scored_tokens`` tokens of each sequence, every sequence run in full.
 
     ``max_batch_tokens`` bounds padded batch size x length; ``0`` runs one sequence per pass.
+    Checked against ``definition_nll`` on its first call per model (see the module docstring).
     """
     _check(sequences, scored_tokens)
+    return _checked(model, "full-pass", lambda: _answer_nll(model, sequences, scored_tokens, pad_token_id,
+                                                            max_batch_tokens), sequences, scored_tokens)
+
+
+def _answer_nll(model, sequences: Sequence[Sequence[int]], scored_tokens: int, pad_token_id: int,
+                max_batch_tokens: int) -> list[float]:
     device = next(model.parameters()).device
     head = model.get_output_embeddings()
     lengths = [len(s) for s in sequences]
@@ -186,20 +240,28 @@ def shared_prefix_nll(model, reference: Sequence[int], variants: Sequence[Sequen
 
     Falls back to full passes (``answer_nll``) when the cache cannot be reused (a partial cache, as
     with sliding windows). ``max_batch_tokens`` bounds the cached prefix + packed suffix tokens of one
-    pass.
+    pass. Checked against ``definition_nll`` on its first call per model (see the module docstring).
 
     Returns:
         (reference NLL, one NLL per variant).
     """
+    sequences = [reference, *variants]
+    _check(sequences, scored_tokens)
+    full, *rest = _checked(model, "prefix-reuse", lambda: _shared_prefix_nll(
+        model, reference, variants, scored_tokens, pad_token_id, max_batch_tokens), sequences, scored_tokens)
+    return full, rest
+
+
+def _shared_prefix_nll(model, reference: Sequence[int], variants: Sequence[Sequence[int]], scored_tokens: int,
+                       pad_token_id: int, max_batch_tokens: int) -> list[float]:
     from transformers import AttentionInterface, DynamicCache
 
-    _check([reference, *variants], scored_tokens)
     device = next(model.parameters()).device
     full, layers = _prefix_cache(model, reference, scored_tokens, device)
     if layers is None:
         logger.warning("%s keeps a partial KV cache (sliding window?): scoring with full passes", type(model).__name__)
-        return full, answer_nll(model, variants, scored_tokens, pad_token_id=pad_token_id,
-                                max_batch_tokens=max_batch_tokens)
+        return [full, *answer_nll(model, variants, scored_tokens, pad_token_id=pad_token_id,
+                                  max_batch_tokens=max_batch_tokens)]
     AttentionInterface.register(SEGMENT_ATTENTION, _segment_attention)
     head = model.get_output_embeddings()
     # Every scored position must be recomputed: the prefix stops before the first of them.
@@ -220,4 +282,4 @@ def shared_prefix_nll(model, reference: Sequence[int], variants: Sequence[Sequen
         nll = _mean_nll(head, hidden[at], ids[0][at + 1])
         for k, i in enumerate(pack):
             out[i] = float(nll[k])
-    return full, out
+    return [full, *out]
