@@ -70,7 +70,8 @@ def iter_rows(source: Any, *, split: str = "train", subset: str | None = None) -
             source = source[split]
         if not isinstance(source, datasets.Dataset):
             raise TypeError(f"expected a path, a Hub id or a datasets.Dataset, got {type(source).__name__}")
-        yield from _dataset_rows(source, f"{source.info.dataset_name or 'dataset'}[{split}]")
+        name = source.info.dataset_name or "dataset"
+        yield from _dataset_rows(source, f"{name}[{source.split}]" if source.split else name)
         return
     text = os.fspath(source)
     path = Path(text)
