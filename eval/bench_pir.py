@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
-from effreason.pruning import LabSegmenter, ParagraphSegmenter, load_traces
-from effreason.pruning.bench import time_pir_scoring
+from effreason.pruning import LabSegmenter, MarkerClassifier, ParagraphSegmenter, load_traces
+from effreason.pruning.bench import scoring_work, time_pir_scoring
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "r1_traces.jsonl"
 
@@ -127,7 +127,12 @@ def main() -> None:
         model, tokenizer, rows, segmenter = r1_setting(args.repeat, args.hidden_size, args.layers, args.seed,
                                                         args.device, dtype)
         setting = f"random Qwen3 ({args.hidden_size}x{args.layers}), r1 samples x{args.repeat}"
-    time_pir_scoring(model, tokenizer, rows[:1], segmenter=segmenter)  # warm-up
+    # warm-up, on the first trace with a functional step: it also runs the one-time check of the fast
+    # scoring paths against the model's own forward (effreason.pruning.nll), which is not to be timed
+    scored = next((r for r in rows if scoring_work(tokenizer, [r], segmenter, MarkerClassifier())), None)
+    if scored is None:
+        raise SystemExit("no trace has a functional step: nothing to score")
+    time_pir_scoring(model, tokenizer, [scored], segmenter=segmenter)
     figures = time_pir_scoring(model, tokenizer, rows, segmenter=segmenter, max_batch_tokens=args.max_batch_tokens)
     device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"cpu, {args.threads} threads"
     tolerance = 1e-4 if dtype == torch.float32 else 5e-2

@@ -479,3 +479,23 @@ def test_packs_keep_order_within_budget():
     assert _packs([10, 8, 4, 2], [8, 6, 20, 3], 25) == [[0, 1], [2], [3]]
     assert _packs([10, 12], [8, 6], 0) == [[0], [1]]
     assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2 and common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bench_pir_script_runs_and_its_modes_agree(dtype, tmp_path):
+    """The benchmark command itself (R1 samples, a random Qwen3): figures written, scores agree."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "eval" / "bench_pir.py"), "--setting", "r1", "--repeat", "1",
+                           "--hidden-size", "64", "--layers", "2", "--dtype", dtype, "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["dtype"] == dtype and figures["agree"] and figures["traces"] == 5
+    assert figures["tolerance"] == (1e-4 if dtype == "float32" else 5e-2)
+    assert figures["tokens_full"] > figures["tokens_prefix"] > 0 and figures["prefix_s"] > 0
