@@ -210,13 +210,10 @@ def _local_rows(path: Path, split: str, normalise: RowNormaliser) -> Iterator[di
 
 
 def _hub_rows(spec: BenchmarkSpec, split: str) -> Iterator[dict]:
-    import datasets
+    from effreason.sources import iter_rows
 
-    hub_split = spec.splits[split]
-    data = datasets.load_dataset(spec.hub_id, spec.hub_config, split=hub_split)
-    where = f"{spec.hub_id}[{hub_split}]"
-    for index, row in enumerate(data):
-        yield spec.normalise(dict(row), RowSource(where, index + 1, index, split))
+    for where, number, row in iter_rows(spec.hub_id, split=spec.splits[split], subset=spec.hub_config):
+        yield spec.normalise(row, RowSource(where, number, number - 1, split))
 
 
 def _check_limit(limit: int | None) -> None:

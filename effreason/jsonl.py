@@ -1,9 +1,11 @@
-"""JSONL reading and writing with errors that name the file, line and field, and atomic writes."""
+"""JSONL reading and writing with errors that name the file, line and field, and atomic writes
+(files and folders)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -69,6 +71,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike):
+    """Yield a temporary folder next to ``path``; on success it replaces ``path`` (so ``path`` is
+    either complete or what was there before), on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -1,7 +1,15 @@
 import pytest
 
 from effreason.format import chat_prompt, count_completion_tokens, split_thinking
-from effreason.jsonl import DataError, atomic_write, iter_jsonl, read_jsonl, require, write_jsonl
+from effreason.jsonl import (
+    DataError,
+    atomic_directory,
+    atomic_write,
+    iter_jsonl,
+    read_jsonl,
+    require,
+    write_jsonl,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +69,19 @@ def test_atomic_write_leaves_original_on_failure(tmp_path):
             raise RuntimeError("boom")
     assert read_jsonl(path) == [{"x": 1}]
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temp file left behind
+
+
+def test_atomic_directory_replaces_only_on_success(tmp_path):
+    out = tmp_path / "sub" / "model"
+    with atomic_directory(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(out) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("killed mid-save")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the earlier folder is intact
+    assert [p.name for p in out.parent.iterdir()] == ["model"]  # no temp folder left behind
+    with atomic_directory(out) as tmp:
+        (tmp / "c.txt").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]  # replaced whole, not merged

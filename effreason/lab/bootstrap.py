@@ -16,8 +16,6 @@ import json
 import logging
 import math
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import torch
 
 from effreason.format import THINK_END, chat_prompt, chat_prompt_ids
+from effreason.jsonl import atomic_directory
 from effreason.lab.config import BootstrapConfig
 from effreason.lab.datasets import lab_problems
 from effreason.lab.model import build_lab_model
@@ -210,14 +209,10 @@ def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = Fa
         "config": asdict(cfg),
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(tmp), out)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("wrote %s (accuracy %.3f, %.1f tokens = %.2fx oracle)", out, metrics["accuracy"],
                 metrics["tokens_mean"], metrics["tokens_ratio"])
     return metrics

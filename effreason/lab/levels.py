@@ -16,6 +16,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
+from effreason.jsonl import atomic_directory
 from effreason.lab.bootstrap import encode_example
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import CONCISE, VERBOSE, TraceStyle, write_trace
@@ -68,6 +69,7 @@ def warm_started_model(model_path: str, out_dir: str | Path, instructions: Mappi
         reinit_token_embeddings(model, tokenizer, reinit_words, seed)
     seconds = warm_up_levels(model, tokenizer, instructions, steps=steps, seed=seed)
     logger.info("level warm-up: %d steps in %.0fs -> %s", steps, seconds, out_dir)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    with atomic_directory(out_dir) as tmp:  # never leave a half-written model to be reused
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return str(out_dir)

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from effreason.jsonl import atomic_directory
 from effreason.lab.bootstrap import encode_example, length_bucketed_batches, train_step
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import STYLES, write_trace
@@ -114,9 +114,7 @@ def slippy_start_model(model_path: str, out_dir: str | Path, *, steps: int, lear
         seconds = sft_steps(model, tokenizer, examples, steps=steps, learning_rate=learning_rate, seed=seed,
                             cosine=True, warmup_steps=min(50, steps), name="slippy warm-up")
     logger.info("slippy warm-up: %d steps in %.0fs -> %s", steps, seconds, out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")  # never leave a half-written model behind
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(out_dir)
+    with atomic_directory(out_dir) as tmp:  # never leave a half-written model to be reused
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return str(out_dir)

@@ -40,6 +40,6 @@ __all__ = [
     "ERROR_CORRECTION", "FUNCTIONAL_LABELS", "MULTI_METHOD", "PROGRESSIVE", "VERIFICATION",
     "LabSegmenter", "MarkerClassifier", "MarkerConfig", "ParagraphSegmenter", "ParsedTrace",
     "PrunedTrace", "Segmenter", "StepClassifier", "StepRecord", "answer_nll", "is_functional",
-    "load_marker_config", "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_to_jsonl", "prune_trace", "prune_traces",
-    "save_pruned_dataset", "summarize", "time_pir_scoring",
+    "load_marker_config", "load_traces", "num_to_remove", "parse_trace", "pir_scores", "prune_to_jsonl",
+    "prune_trace", "prune_traces", "save_pruned_dataset", "summarize", "time_pir_scoring",
 ]

@@ -87,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
     skipped = [] if args.skip_bad_rows else None
     traces = load_traces(args.input, split=args.split, subset=args.subset, columns=args.columns, limit=args.limit,
                          check_answers=args.method == "pir", answer_prefix=args.answer_prefix, skipped=skipped)
-    for message in skipped or []:
-        logging.getLogger(__name__).warning("skipped: %s", message)
     if not traces:
         raise ValueError(f"no usable trace in {args.input}" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
     model = None

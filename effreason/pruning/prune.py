@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from effreason.format import count_completion_tokens, split_thinking
-from effreason.jsonl import DataError, iter_jsonl, require
+from effreason.jsonl import DataError, atomic_directory, iter_jsonl, require
 from effreason.pruning.classify import MarkerClassifier, StepClassifier, is_functional
 from effreason.pruning.pir import TARGETS, ParsedTrace, parse_trace, pir_scores, scored_answer
 from effreason.pruning.segment import ParagraphSegmenter, Segmenter
@@ -213,8 +213,8 @@ def load_traces(source, *, split: str = "train", subset: str | None = None,
         check_answers: also check that each gold ``answer`` has a place in its completion's final
             answer (what PIR scoring needs, see ``effreason.pruning.pir.scored_answer``).
         answer_prefix: the fixed lead-in PIR scoring will use, if any.
-        skipped: if given, a bad row is left out and its error message appended here (large public
-            sets hold some truncated traces); by default the first bad row raises.
+        skipped: if given, a bad row is left out, logged, and its error message appended here
+            (large public sets hold some truncated traces); by default the first bad row raises.
 
     Raises:
         DataError: naming the file (or dataset and split), the line (or row) and the field, for a
@@ -240,6 +240,7 @@ def load_traces(source, *, split: str = "train", subset: str | None = None,
         except DataError as e:
             if skipped is None:
                 raise
+            logger.warning("skipped: %s", e)
             skipped.append(str(e))
             continue
         seen[trace["id"]] = line
@@ -302,8 +303,8 @@ def save_pruned_dataset(output: str | Path, directory: str | Path, ids: Sequence
 
     The dataset has the JSONL's columns plus ``messages`` (the problem as the user turn, the pruned
     completion as the assistant turn), which TRL's ``SFTTrainer`` trains on as it is
-    (``dataset.select_columns(["messages"])``). It is written to ``<directory>.partial`` and renamed
-    into place, so ``directory`` is either the complete dataset or what was there before.
+    (``dataset.select_columns(["messages"])``). Written atomically: ``directory`` is either the
+    complete dataset or what was there before.
 
     Args:
         ids: keep these trace ids, in this order (default: every row of ``output``).
@@ -311,8 +312,6 @@ def save_pruned_dataset(output: str | Path, directory: str | Path, ids: Sequence
     Returns:
         The number of rows written.
     """
-    import shutil
-
     from datasets import Dataset
 
     rows = {r["id"]: r for _, r in iter_jsonl(output)}
@@ -324,11 +323,6 @@ def save_pruned_dataset(output: str | Path, directory: str | Path, ids: Sequence
     data = Dataset.from_list([{**r, "messages": [{"role": "user", "content": r["problem"]},
                                                   {"role": "assistant", "content": r["pruned_completion"]}]}
                               for r in chosen])
-    directory = Path(directory)
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    data.save_to_disk(str(partial))
-    if directory.exists():
-        shutil.rmtree(directory)
-    partial.rename(directory)
+    with atomic_directory(directory) as tmp:
+        data.save_to_disk(str(tmp))
     return len(chosen)

@@ -75,8 +75,6 @@ def build_traces(path: Path, *, traces: str, num_traces: int, style: str, seed: 
             # errors name the file (or dataset), line (or row) and field
             rows = load_traces(traces, split=split, subset=subset, columns=columns, limit=num_traces or None,
                                check_answers=True, skipped=skipped)
-            for message in skipped or []:
-                logger.warning("skipped: %s", message)
             if not rows:
                 raise ValueError(f"no usable trace in {traces}")
         write_jsonl(path, rows)
