@@ -15,6 +15,16 @@ THINK_END = "</think>"
 #: Instruction appended to math problems for real (hub) reasoning models.
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
+#: Short names accepted wherever an instruction is set (``--instruction math``, ``instruction: math``).
+INSTRUCTION_ALIASES = {"math": MATH_INSTRUCTION}
+
+
+def resolve_instruction(instruction: str | None) -> str | None:
+    """The instruction text for a setting: an alias (``math``) expanded, anything else as given."""
+    if instruction is None:
+        return None
+    return INSTRUCTION_ALIASES.get(instruction, instruction)
+
 
 @dataclass(frozen=True)
 class SplitCompletion:
@@ -84,6 +94,28 @@ def with_instruction(messages: list[dict], instruction: str | None) -> list[dict
             m["content"] = f"{m['content']}\n{instruction}"
             return out
     raise ValueError(f"cannot add the instruction {instruction!r}: the prompt has no user message")
+
+
+def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """Messages with ``system_prompt`` as the (only) system message; unchanged when it is ``None``."""
+    if system_prompt is None:
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] != "system"]
+
+
+def render_prompt(tokenizer, messages: list[dict], *, chat_template: bool = True,
+                  template_kwargs: dict | None = None) -> tuple[str, list[int]]:
+    """Prompt text and ids: the chat template with the generation prompt, or the plain contents.
+
+    Without a template (``chat_template=False`` or a tokenizer that has none) the message contents are
+    joined by blank lines and tokenized with the tokenizer's special tokens (BOS where it uses one).
+    """
+    if chat_template and tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                             **(template_kwargs or {}))
+        return text, tokenizer(text, add_special_tokens=False)["input_ids"]
+    text = "\n\n".join(m["content"] for m in messages)
+    return text, tokenizer(text)["input_ids"]
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:

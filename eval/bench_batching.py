@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from effreason.evaluation.prompts import render_prompt
+from effreason.format import render_prompt
 from effreason.generation.hf import generate_hf
 from effreason.lab.datasets import lab_dataset
 from effreason.models import load_model_and_tokenizer

@@ -9,7 +9,7 @@ learns to think as accurately in fewer tokens. This recipe runs the whole compar
 0. lab only (``lab_slip_warmup_steps``): the start model is first warmed up on *slippy* lab traces,
    whose writer slips on wrap-around subtractions and catches the slip in its final re-check, so
    its traces mix redundant checks with checks that matter (``effreason.lab.traces.SLIPPY``,
-   ``effreason.lab.warmup``); every variant starts from that model, and it scores PIR;
+   ``effreason.lab.trainers.warmup``); every variant starts from that model, and it scores PIR;
 1. traces: lab traces of ``num_traces`` train problems in ``trace_style`` (or yours, with gold answers:
    a JSONL file or a Hugging Face dataset, ``traces_split`` / ``traces_subset`` / ``traces_columns``);
 2. pruning: PIR with ``prune_scorer`` (default: the start model) and random pruning of the same
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(root / "sft_config.json", {"recipe": asdict(recipe), "sft": sft.to_dict(),
                                               "model": asdict(model_args)})
 
-    # ---- 0. lab only: a slippy overthinker as the start model (see effreason.lab.warmup); data built with
+    # ---- 0. lab only: a slippy overthinker as the start model (see effreason.lab.trainers.warmup); data built with
     # other settings is refused first, before minutes of warm-up
     warm_dir = root / "start_model"
     scorer = recipe.prune_scorer or (str(warm_dir) if recipe.lab_slip_warmup_steps else start)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "traces_columns": recipe.traces_columns,
                                       "traces_skip_bad_rows": recipe.traces_skip_bad_rows})})
     if recipe.lab_slip_warmup_steps:
-        from effreason.lab.warmup import slippy_start_model
+        from effreason.lab.trainers.warmup import slippy_start_model
 
         tic = time.perf_counter()
         with state.main_process_first():

@@ -4,8 +4,13 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from effreason.cli import main
-from effreason.lab.bootstrap import collate, length_bucketed_batches, run_bootstrap, training_examples
-from effreason.lab.config import BootstrapConfig
+from effreason.lab.trainers.bootstrap import (
+    collate,
+    length_bucketed_batches,
+    run_bootstrap,
+    training_examples,
+)
+from effreason.lab.trainers.config import BootstrapConfig
 from effreason.models import LAB_MODEL_DIR, load_model_and_tokenizer, resolve_model_path
 
 
@@ -65,7 +70,7 @@ def test_lab_alias_resolves_to_the_shipped_checkpoint():
 
 
 def test_training_is_deterministic_for_a_seed():
-    from effreason.lab.bootstrap import train
+    from effreason.lab.trainers.bootstrap import train
 
     cfg = BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1)
     first, _, _, loss_a = train(cfg)

@@ -6,16 +6,17 @@ import pytest
 
 from effreason.evaluation import metrics
 from effreason.evaluation.metrics import Point
+from effreason.stats import percentile
 
 
 def test_accuracy_and_percentiles():
     assert metrics.accuracy([True, False, True, True]) == 0.75
     assert metrics.accuracy([]) == 0.0
     # numpy's linear interpolation: position (4 - 1) * 0.9 = 2.7 between 3 and 4
-    assert metrics.percentile([4, 1, 3, 2], 90) == pytest.approx(3.7)
-    assert metrics.percentile([5], 90) == 5
+    assert percentile([4, 1, 3, 2], 90) == pytest.approx(3.7)
+    assert percentile([5], 90) == 5
     with pytest.raises(ValueError):
-        metrics.percentile([1], 101)
+        percentile([1], 101)
 
 
 def test_token_stats():

@@ -141,9 +141,9 @@ def test_lab_splits_columns_sizes_and_disjointness():
 def test_lab_warm_up_steps_lower_the_loss_and_refuse_too_few_examples(untrained_lab_dir):
     import torch
 
-    from effreason.lab.bootstrap import collate
-    from effreason.lab.levels import warm_up_levels
-    from effreason.lab.warmup import sft_steps, style_examples
+    from effreason.lab.trainers.bootstrap import collate
+    from effreason.lab.trainers.levels import warm_up_levels
+    from effreason.lab.trainers.warmup import sft_steps, style_examples
     from effreason.models import load_model_and_tokenizer
 
     torch.manual_seed(0)

@@ -6,10 +6,11 @@ with hand-computed values and shared by ``effreason eval`` and ``effreason eval 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+
+from effreason.stats import percentile
 
 #: O1-Pruner's default AES weights (arXiv 2501.12570): length gain, accuracy gain, accuracy loss.
 AES_WEIGHTS = (1.0, 3.0, 5.0)
@@ -18,18 +19,6 @@ AES_WEIGHTS = (1.0, 3.0, 5.0)
 def accuracy(correct: Sequence[bool]) -> float:
     """Share of correct items (0.0 for an empty list)."""
     return sum(bool(c) for c in correct) / len(correct) if correct else 0.0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between order statistics (numpy's default)."""
-    if not values:
-        return float("nan")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be in [0, 100], got {q}")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def token_stats(num_tokens: Sequence[float], prefix: str = "tokens") -> dict[str, float]:

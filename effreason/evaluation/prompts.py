@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from effreason.evaluation.config import EvalConfig
-from effreason.format import MATH_INSTRUCTION, with_instruction
+from effreason.format import render_prompt, resolve_instruction, with_instruction, with_system_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +38,6 @@ class Task:
     last_number_fallback: bool
 
 
-def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
-    """Messages with ``system_prompt`` as the (only) system message; unchanged when it is ``None``."""
-    if system_prompt is None:
-        return list(messages)
-    return [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] != "system"]
-
-
-def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, chat_template: bool = True,
-                  template_kwargs: dict | None = None) -> tuple[str, list[int]]:
-    """Prompt text and ids: the chat template with the generation prompt, or the plain contents.
-
-    Without a template (``chat_template=False`` or a tokenizer that has none) the message contents are
-    joined by blank lines and tokenized with the tokenizer's special tokens (BOS where it uses one).
-    """
-    if chat_template and tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
-                                             **(template_kwargs or {}))
-        return text, tokenizer(text, add_special_tokens=False)["input_ids"]
-    text = "\n\n".join(m["content"] for m in messages)
-    return text, tokenizer(text)["input_ids"]
-
-
 def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
     """The run's problems (benchmark or ``--data`` JSONL), rendered for ``tokenizer``."""
     from effreason.benchmarks import BENCHMARKS, load_benchmark, load_jsonl_benchmark
@@ -72,7 +50,7 @@ def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
         dataset = load_benchmark(cfg.benchmark, data_dir=cfg.data_dir, split=cfg.split, limit=cfg.limit)
         grading, fallback = spec.grading_mode, spec.last_number_fallback
     else:
-        instruction = MATH_INSTRUCTION if cfg.instruction == "math" else cfg.instruction
+        instruction = resolve_instruction(cfg.instruction)
         dataset = load_jsonl_benchmark(cfg.data, prompt_field=cfg.prompt_field or "problem",
                                        answer_field=cfg.answer_field, id_field=cfg.id_field,
                                        instruction=instruction, limit=cfg.limit)
@@ -83,7 +61,7 @@ def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
     for i, row in enumerate(dataset):
         messages = with_system_prompt(row["prompt"], cfg.system_prompt)
         if cfg.benchmark is not None:  # --data files got the instruction when they were loaded
-            extra = MATH_INSTRUCTION if cfg.instruction == "math" else cfg.instruction
+            extra = resolve_instruction(cfg.instruction)
             messages = with_instruction(messages, extra)
         text, ids = render_prompt(tokenizer, messages, chat_template=cfg.chat_template,
                                   template_kwargs=cfg.chat_template_kwargs)

@@ -28,6 +28,17 @@ CONFIG_FILE, SAMPLES_FILE, RESULTS_FILE, SUMMARY_FILE = "config.json", "samples.
 RowKey = tuple[str, int, int | None]
 
 
+class ConfigMismatchError(ValueError):
+    """The output folder holds a run made with other settings (or weights); ``differences`` maps each
+    differing key to ``(saved, now)``."""
+
+    def __init__(self, out_dir: Path, differences: dict[str, tuple[object, object]]):
+        details = "; ".join(f"{k}: saved {saved!r}, now {now!r}" for k, (saved, now) in differences.items())
+        super().__init__(f"{out_dir} holds a run with a different config ({details}); "
+                         "use a new --output directory, or --overwrite to discard the old run")
+        self.out_dir, self.differences = out_dir, differences
+
+
 def row_key(row: dict) -> RowKey:
     """``(id, sample index, budget)`` of a samples.jsonl row."""
     return str(row["id"]), int(row["sample"]), row.get("budget")
@@ -75,11 +86,7 @@ def check_config(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
         saved = json.loads(config_path.read_text(encoding="utf-8")).get("fingerprint", {})
         diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != _jsonable(fingerprint.get(k)))
         if diff:
-            details = "; ".join(f"{k}: saved {saved.get(k)!r}, now {fingerprint.get(k)!r}" for k in diff)
-            raise ValueError(
-                f"{out_dir} holds a run with a different config ({details}); "
-                "use a new --output directory, or --overwrite to discard the old run"
-            )
+            raise ConfigMismatchError(out_dir, {k: (saved.get(k), fingerprint.get(k)) for k in diff})
     elif (out_dir / SAMPLES_FILE).is_file():
         raise ValueError(f"{out_dir / SAMPLES_FILE} exists without {CONFIG_FILE}; use a new --output or --overwrite")
 

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
 
     boot = sub.add_parser("bootstrap", help="SFT-train the overthinker base model and write metrics.json")
     boot.add_argument("--out", required=True, help="output directory (checkpoint + metrics.json)")
-    from effreason.lab.config import BootstrapConfig
+    from effreason.lab.trainers.config import BootstrapConfig
 
     for field in dataclasses.fields(BootstrapConfig):
         kind = int if field.type in ("int", "int | None") else float if field.type == "float" else str
@@ -34,8 +34,8 @@ def add_parser(subparsers) -> None:
 
 
 def _run_bootstrap(args: argparse.Namespace) -> int:
-    from effreason.lab.bootstrap import run_bootstrap
-    from effreason.lab.config import BootstrapConfig
+    from effreason.lab.trainers.bootstrap import run_bootstrap
+    from effreason.lab.trainers.config import BootstrapConfig
 
     names = {f.name for f in dataclasses.fields(BootstrapConfig)}
     cfg = BootstrapConfig(**{k: v for k, v in vars(args).items() if k in names})

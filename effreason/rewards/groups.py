@@ -21,6 +21,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from effreason.stats import percentile
+
 
 def group_blocks(prompts: Sequence[Any], num_generations: int, reward_name: str) -> list[range]:
     """Split a batch into its prompt groups: consecutive blocks of ``num_generations``.
@@ -127,16 +129,6 @@ def validate_group_layout(args: Any, reward_funcs: Sequence[Callable] | None = N
         )
 
 
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Quantile with linear interpolation between order statistics (numpy's default)."""
-    if not sorted_values:
-        return math.nan
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
-
-
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
@@ -153,7 +145,7 @@ def group_stats(correct: Sequence[bool], lengths: Sequence[int], num_generations
         ``reward/accuracy``, ``reward/frac_all_correct_groups`` (the groups where L-GRPO's length
         term acts), ``reward/frac_solved_groups`` (at least one correct), ``reward/frac_mixed_groups``
         (some but not all correct: the groups with an accuracy signal), ``completions/tokens_mean``,
-        ``/tokens_median``, ``/tokens_p90``, ``/tokens_max``, ``/tokens_correct_mean`` and
+        ``/tokens_median``, ``/tokens_max``, ``/tokens_correct_mean`` and
         ``/tokens_wrong_mean`` (NaN when there is no such completion).
     """
     if len(correct) != len(lengths):
@@ -171,8 +163,7 @@ def group_stats(correct: Sequence[bool], lengths: Sequence[int], num_generations
         "reward/frac_solved_groups": _mean([float(k > 0) for k in solved]),
         "reward/frac_mixed_groups": _mean([float(0 < k < num_generations) for k in solved]),
         "completions/tokens_mean": _mean(ordered),
-        "completions/tokens_median": _quantile(ordered, 0.5),
-        "completions/tokens_p90": _quantile(ordered, 0.9),
+        "completions/tokens_median": percentile(ordered, 50),
         "completions/tokens_max": ordered[-1] if ordered else math.nan,
         "completions/tokens_correct_mean": _mean(right),
         "completions/tokens_wrong_mean": _mean(wrong),

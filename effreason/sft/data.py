@@ -16,7 +16,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from effreason.format import MATH_INSTRUCTION, chat_prompt
+from effreason.format import chat_prompt, resolve_instruction
 from effreason.jsonl import read_jsonl, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def sft_dataset(rows: Sequence[dict], completion_field: str, *, instruction: str
         completion_field: ``completion`` (unpruned) or ``pruned_completion``.
         instruction: appended to each problem (``math`` = the boxed-answer instruction).
     """
-    extra = MATH_INSTRUCTION if instruction == "math" else instruction
+    extra = resolve_instruction(instruction)
     return Dataset.from_list([
         {"prompt": chat_prompt(row["problem"], instruction=extra, system_prompt=system_prompt),
          "completion": [{"role": "assistant", "content": row[completion_field]}]}

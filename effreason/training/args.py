@@ -47,7 +47,7 @@ class RecipeArguments:
                 "model never read, e.g. the lab's level words); empty for pretrained models"})
     lab_level_warmup_steps: int = field(default=0, metadata={
         "help": "tldr.py on the lab: SFT steps on level-styled lab traces before RL (0: none); see "
-                "effreason.lab.levels"})
+                "effreason.lab.trainers.levels"})
     level_sampling: str = field(default="uniform", metadata={
         "help": "tldr.py: uniform (one random level per problem) or all (every level of each problem, "
                 "consecutive; use with shuffle_dataset: false)"})

@@ -16,7 +16,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from effreason.format import MATH_INSTRUCTION, with_instruction
+from effreason.format import resolve_instruction, with_instruction, with_system_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +29,15 @@ def training_dataset(recipe: Any) -> Dataset:
             ``prompt_field``, ``answer_field``, ``instruction``, ``system_prompt``).
     """
     from effreason.benchmarks import BENCHMARKS, load_benchmark, load_jsonl_benchmark
-    from effreason.evaluation.prompts import with_system_prompt
 
     if recipe.dataset in BENCHMARKS:
         data = load_benchmark(recipe.dataset, data_dir=recipe.data_dir, split=recipe.dataset_split,
                               limit=recipe.dataset_limit)
         if recipe.instruction:
-            extra = MATH_INSTRUCTION if recipe.instruction == "math" else recipe.instruction
+            extra = resolve_instruction(recipe.instruction)
             data = data.map(lambda row: {"prompt": with_instruction(row["prompt"], extra)})
     elif recipe.dataset.endswith((".jsonl", ".json")):
-        instruction = MATH_INSTRUCTION if recipe.instruction == "math" else recipe.instruction
+        instruction = resolve_instruction(recipe.instruction)
         data = load_jsonl_benchmark(recipe.dataset, prompt_field=recipe.prompt_field,
                                     answer_field=recipe.answer_field, instruction=instruction,
                                     limit=recipe.dataset_limit)

@@ -34,6 +34,7 @@ import torch
 from trl import GRPOTrainer
 
 from effreason.rewards.groups import validate_group_layout
+from effreason.stats import percentile
 from effreason.training.vllm_sync import install_cpu_colocate_sync
 
 logger = logging.getLogger(__name__)
@@ -92,13 +93,6 @@ def uninformative_groups(advantages: torch.Tensor, num_generations: int, tol: fl
     return (advantages.view(-1, num_generations).abs() <= tol).all(dim=1)
 
 
-def quantile(values: torch.Tensor, q: float) -> float:
-    """Quantile with linear interpolation (``torch.quantile`` on floats; NaN when empty)."""
-    if values.numel() == 0:
-        return float("nan")
-    return torch.quantile(values.float(), q).item()
-
-
 class EfficientGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` plus dynamic sampling by masking, a group layout check and token stats.
 
@@ -137,7 +131,7 @@ class EfficientGRPOTrainer(GRPOTrainer):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         lengths = self.accelerator.gather(output["completion_mask"].sum(dim=1))
-        self._metrics[mode]["completions/tokens_p90"].append(quantile(lengths, 0.9))
+        self._metrics[mode]["completions/tokens_p90"].append(percentile(lengths.tolist(), 90))
         if self.dynamic_sampling and mode == "train":
             self._mask_uninformative_groups(output)
         return output

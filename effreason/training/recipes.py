@@ -78,7 +78,7 @@ def run_tldr(argv: list[str], default_config: str | Path) -> int:
     if recipe.lab_level_warmup_steps:
         from accelerate import PartialState
 
-        from effreason.lab.levels import warm_started_model
+        from effreason.lab.trainers.levels import warm_started_model
         from effreason.models import resolve_model_path
 
         with PartialState().main_process_first():

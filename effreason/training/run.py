@@ -203,6 +203,7 @@ def evaluate(recipe: Any, out_dir: Path, name: str, model: str, adapter: str | N
     """Evaluate one model on the recipe's eval benchmark into ``out_dir/eval/<name>`` (resumable)."""
     from effreason.evaluation.config import EvalConfig
     from effreason.evaluation.runner import run_eval
+    from effreason.evaluation.store import ConfigMismatchError
 
     cfg = EvalConfig(output=str(out_dir / "eval" / name), benchmark=recipe.eval_benchmark,
                      split=recipe.eval_split, limit=recipe.eval_limit, data_dir=recipe.data_dir,
@@ -211,9 +212,7 @@ def evaluate(recipe: Any, out_dir: Path, name: str, model: str, adapter: str | N
                      progress=False)
     try:
         results = run_eval(cfg)  # resumes an interrupted evaluation of the same weights
-    except ValueError as e:
-        if "holds a run with a different config" not in str(e):
-            raise
+    except ConfigMismatchError:
         logger.info("%s holds an evaluation of other weights or settings: evaluating again", cfg.output)
         results = run_eval(replace(cfg, overwrite=True))
     logger.info("eval %s: accuracy %.3f, tokens mean %.1f (%s)", name, results["accuracy"],

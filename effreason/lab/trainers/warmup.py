@@ -1,7 +1,7 @@
 """Short SFT warm-ups of the lab model on lab traces of a given style (lab recipes only).
 
 The lab overthinker is one fixed model; some recipes need a starting model with another habit:
-TLDR needs one that reads a length level in its prompt (``effreason.lab.levels``), the SFT recipe's
+TLDR needs one that reads a length level in its prompt (``effreason.lab.trainers.levels``), the SFT recipe's
 lab default needs a *slippy* overthinker (``slippy_start_model``). Real users start from a model
 that already has the habit their data shows; the lab gets it from a few hundred SFT steps here.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from effreason.jsonl import atomic_directory
-from effreason.lab.bootstrap import encode_example, length_bucketed_batches, train_step
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import STYLES, write_trace
+from effreason.lab.trainers.bootstrap import encode_example, length_bucketed_batches, train_step
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from effreason.jsonl import atomic_directory
-from effreason.lab.bootstrap import encode_example
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import CONCISE, VERBOSE, TraceStyle, write_trace
-from effreason.lab.warmup import sft_steps
+from effreason.lab.trainers.bootstrap import encode_example
+from effreason.lab.trainers.warmup import sft_steps
 
 logger = logging.getLogger(__name__)
 

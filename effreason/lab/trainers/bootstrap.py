@@ -24,11 +24,11 @@ import torch
 
 from effreason.format import THINK_END, chat_prompt, chat_prompt_ids
 from effreason.jsonl import atomic_directory
-from effreason.lab.config import BootstrapConfig
 from effreason.lab.datasets import lab_problems
 from effreason.lab.model import build_lab_model
 from effreason.lab.tokenizer import build_lab_tokenizer
 from effreason.lab.traces import sample_style, write_trace
+from effreason.lab.trainers.config import BootstrapConfig
 
 logger = logging.getLogger(__name__)
 
