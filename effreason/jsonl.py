@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -103,3 +106,70 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
         f.write("\n")
+
+
+def read_append_log(path: str | os.PathLike, check: Callable[[dict], object] | None = None) -> tuple[list[dict], bool]:
+    """Rows of an append-only JSONL log (``AppendLog``), for resuming the run that wrote it.
+
+    A run killed mid-write leaves at most one torn line, the last: it is dropped with a warning and
+    cut from the file, so the next append starts on a fresh line. Any other unreadable line, or a row
+    that ``check`` rejects (``KeyError`` / ``TypeError`` / ``ValueError``: a missing key field, say),
+    is a ``DataError`` naming the file and line: a resume never silently drops rows.
+
+    Returns:
+        ``(rows, torn)``; ``([], False)`` when the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [], False
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    rows, offset = [], 0
+    for i, line in enumerate(lines):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            if check is not None:
+                check(row)
+        except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if i == last:
+                logger.warning("%s:%d: dropping a torn last line (an interrupted write)", path, i + 1)
+                with path.open("r+b") as f:
+                    f.truncate(start)
+                return rows, True
+            raise DataError(path, i + 1, f"unreadable row ({e}); this file was not written by this command, "
+                            "or was edited: fix or delete it") from None
+        rows.append(row)
+    return rows, False
+
+
+class AppendLog:
+    """Appends rows to a JSONL log, one write, flush and fsync per batch of rows.
+
+    One write call per batch means a kill leaves at most one torn line, which ``read_append_log``
+    drops; everything before it is kept.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def write(self, rows: Iterable[dict]) -> None:
+        self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> AppendLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -16,10 +16,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
-from effreason.jsonl import DataError, write_json, write_jsonl
+from effreason.jsonl import AppendLog, read_append_log, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -45,29 +44,9 @@ def row_key(row: dict) -> RowKey:
 
 
 def read_samples(path: str | os.PathLike) -> tuple[list[dict], bool]:
-    """Rows of a samples file, tolerating a torn last line. Returns ``(rows, torn)``."""
-    path = Path(path)
-    if not path.is_file():
-        return [], False
-    lines = path.read_text(encoding="utf-8").split("\n")
-    rows, torn = [], False
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-            row_key(row)
-        except (ValueError, KeyError, TypeError) as e:
-            if i == last:
-                logger.warning("%s:%d: dropping a torn last line (an interrupted write)", path, i + 1)
-                torn = True
-                continue
-            raise DataError(path, i + 1, f"unreadable sample row ({e}); fix or delete the file") from None
-        rows.append(row)
-    return rows, torn
+    """Rows of a samples file, dropping a torn last line (``effreason.jsonl.read_append_log``).
+    Returns ``(rows, torn)``."""
+    return read_append_log(path, check=row_key)
 
 
 def check_config(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
@@ -128,24 +107,5 @@ def keep_rows(path: Path, rows: list[dict]) -> None:
     write_jsonl(path, rows)
 
 
-class SampleWriter:
-    """Appends rows to ``samples.jsonl``, flushed to disk after every chunk."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._f = path.open("a", encoding="utf-8")
-
-    def write(self, rows: Iterable[dict]) -> None:
-        # One write call per chunk: a kill leaves at most one torn line, which read_samples drops.
-        self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> SampleWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+#: Appends rows to ``samples.jsonl`` (one flushed write per chunk).
+SampleWriter = AppendLog

@@ -11,7 +11,6 @@ number of functional steps, chosen uniformly with a per-trace seeded generator, 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import random
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from effreason.format import count_completion_tokens, split_thinking
-from effreason.jsonl import DataError, atomic_directory, iter_jsonl, require
+from effreason.jsonl import AppendLog, DataError, atomic_directory, iter_jsonl, read_append_log, require
 from effreason.pruning.classify import MarkerClassifier, StepClassifier, is_functional
 from effreason.pruning.pir import TARGETS, ParsedTrace, parse_trace, pir_scores, scored_answer
 from effreason.pruning.segment import ParagraphSegmenter, Segmenter
@@ -248,23 +247,6 @@ def load_traces(source, *, split: str = "train", subset: str | None = None,
     return traces
 
 
-def _done_ids(path: Path) -> set[str]:
-    """Ids already written to ``path``; a torn last line (killed run) is dropped from the file."""
-    if not path.is_file():
-        return set()
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    ids, good = set(), []
-    for line in lines:
-        try:
-            ids.add(json.loads(line)["id"])
-            good.append(line)
-        except (json.JSONDecodeError, KeyError):
-            break  # only the last line can be torn: everything after it is dropped
-    if len(good) != len(lines):
-        path.write_text("".join(good), encoding="utf-8")
-    return ids
-
-
 def result_from_row(row: dict) -> PrunedTrace:
     """A ``PrunedTrace`` back from one output row."""
     fields = {k: row[k] for k in PrunedTrace.__dataclass_fields__ if k in row}
@@ -276,7 +258,7 @@ def prune_to_jsonl(traces: Sequence[dict], output: str | Path, *, progress: bool
 
     Each output row is ``PrunedTrace.to_row()`` plus ``problem`` and ``answer``, written and flushed
     as soon as it is done; traces whose id is already in ``output`` are skipped (a torn last line is
-    dropped first). Keyword arguments go to ``prune_trace``.
+    dropped first, with a warning). Keyword arguments go to ``prune_trace``.
 
     Returns:
         ``summarize`` of the rows of ``traces`` in ``output``, plus ``resumed_traces``.
@@ -284,17 +266,16 @@ def prune_to_jsonl(traces: Sequence[dict], output: str | Path, *, progress: bool
     from tqdm.auto import tqdm
 
     output = Path(output)
-    done = _done_ids(output)
+    rows, _ = read_append_log(output, check=lambda row: str(row["id"]))
+    done = {row["id"] for row in rows}
     todo = [t for t in traces if t["id"] not in done]
-    with output.open("a", encoding="utf-8") as out:
+    with AppendLog(output) as out:
         for trace in tqdm(todo, desc="prune", unit="trace", disable=not progress):
             result = prune_trace(trace["id"], trace["problem"], trace["completion"], answer=trace.get("answer"),
                                  **kwargs)
-            row = {**result.to_row(), "problem": trace["problem"], "answer": trace.get("answer")}
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            out.flush()
+            out.write([{**result.to_row(), "problem": trace["problem"], "answer": trace.get("answer")}])
     wanted = {t["id"] for t in traces}
-    results = [result_from_row(r) for _, r in iter_jsonl(output) if r["id"] in wanted]
+    results = [result_from_row(r) for r in read_append_log(output)[0] if r["id"] in wanted]
     return {**summarize(results), "resumed_traces": len(traces) - len(todo)}
 
 
