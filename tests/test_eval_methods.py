@@ -4,10 +4,10 @@ import argparse
 
 import pytest
 import torch
+from effreason.evaluation.backends import HFBackend, Sampling
 from transformers import LogitsProcessor
 
 from effreason.evaluation import methods
-from effreason.evaluation.backends import HFBackend, Sampling
 from effreason.evaluation.cli import add_parser, config_from_args
 from effreason.lab.model import build_lab_model
 from effreason.lab.tokenizer import build_lab_tokenizer

@@ -10,8 +10,9 @@ import pytest
 
 vllm = pytest.importorskip("vllm")
 
-from effreason.evaluation import runner  # noqa: E402
 from effreason.evaluation.backends import HFBackend, Sampling, VLLMBackend  # noqa: E402
+
+from effreason.evaluation import runner  # noqa: E402
 from effreason.evaluation.config import EvalConfig  # noqa: E402
 from effreason.format import render_prompt  # noqa: E402
 from effreason.generation.vllm import generate_vllm  # noqa: E402
