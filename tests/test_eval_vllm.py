@@ -10,11 +10,10 @@ import pytest
 
 vllm = pytest.importorskip("vllm")
 
-from effreason.evaluation.backends import HFBackend, Sampling, VLLMBackend  # noqa: E402
-
 from effreason.evaluation import runner  # noqa: E402
 from effreason.evaluation.config import EvalConfig  # noqa: E402
 from effreason.format import render_prompt  # noqa: E402
+from effreason.generation.backends import HFBackend, Sampling, VLLMBackend  # noqa: E402
 from effreason.generation.vllm import generate_vllm  # noqa: E402
 from effreason.lab.datasets import lab_dataset  # noqa: E402
 from effreason.models import LAB_MODEL_DIR, load_model_and_tokenizer  # noqa: E402
