@@ -80,20 +80,25 @@ def test_method_options_reach_the_config(ban_method, tmp_path):
     assert config_from_args(args).methods == {}  # off unless asked for
     args = parse(["--model", "m", "--benchmark", "lab", "--output", str(tmp_path), "--ban-token", "8",
                   "--backend", "vllm"])
-    with pytest.raises(ValueError, match="cannot run on backend 'vllm': it needs logits_processors.*use --backend hf"):
+    with pytest.raises(ValueError, match="cannot run on backend 'vllm': .* no vllm_logits\\(\\).*use --backend hf"):
         config_from_args(args)
 
 
 def test_refusal_names_the_missing_capability(ban_method, tmp_path):
-    assert Capability.LOGITS_PROCESSORS in BACKEND_CAPABILITIES["hf"]
-    assert Capability.LOGITS_PROCESSORS not in BACKEND_CAPABILITIES["vllm"]
-    with pytest.raises(ValueError, match="needs logits_processors, which 'vllm' does not support; use --backend hf"):
+    assert BACKEND_CAPABILITIES["hf"] >= {Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES}
+    assert not BACKEND_CAPABILITIES["vllm"] & {Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES}
+    # vLLM runs logits processors, but only ones written for its engine: the HF-only ban method is refused
+    with pytest.raises(ValueError, match="has no vllm_logits\\(\\) for 'vllm'; use --backend hf"):
         EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm", methods={"ban": {"token_id": 3}})
-    with pytest.raises(ValueError, match="needs logits_processors"):  # also when a backend is built directly
+    with pytest.raises(ValueError, match="no vllm_logits"):  # also when a backend is built directly
         build_backend("vllm", "m", sampling=Sampling(), methods={"ban": {"token_id": 3}})
     methods.register_method(SteerMethod())
     try:
-        with pytest.raises(ValueError, match="needs per_prompt_adapter, which 'hf' does not support; no backend"):
+        with pytest.raises(ValueError, match="'vllm': it needs per_prompt_adapter, residual_hooks, which 'vllm' does "
+                                             "not support; no backend can run it yet"):
+            EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm",
+                       methods={"steer": {"vector": "v"}})
+        with pytest.raises(ValueError, match="'hf': it needs per_prompt_adapter, which 'hf' does not support"):
             EvalConfig(output=str(tmp_path), model="m", benchmark="lab", methods={"steer": {"vector": "v"}})
     finally:
         methods.unregister_method("steer")

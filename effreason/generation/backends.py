@@ -1,12 +1,14 @@
 """The generation backends behind one small interface, each declaring what methods may ask of it.
 
 ``HFBackend`` runs transformers ``generate`` in length-sorted batches (CPU or GPU); generation-time
-methods may wrap its model and add logits processors, so it declares every capability but
-``PER_PROMPT_ADAPTER`` (its ``generate`` takes no adapter per prompt yet). ``VLLMBackend`` runs
+methods may wrap its model and add logits processors (``apply``), so it declares every capability
+but ``PER_PROMPT_ADAPTER`` (its ``generate`` takes no adapter per prompt yet). ``VLLMBackend`` runs
 ``LLM.generate`` with ``n`` samples per prompt and an optional LoRA adapter through ``LoRARequest``;
-it continues from token ids like HF, but its model lives in engine processes, out of reach of torch
-hooks, and methods' transformers logits processors do not run there, so it declares only
-``CONTINUE_FROM_IDS``. Both return, per prompt, its samples in order.
+it continues from token ids like HF and runs methods' vLLM V1 logits processors (``vllm_logits``:
+classes given to ``LLM(logits_processors=...)``, switched on per request by
+``SamplingParams.extra_args``), but its model lives in engine processes, out of reach of torch
+hooks, so it declares neither ``RESIDUAL_HOOKS`` nor ``HIDDEN_STATES``. Both return, per prompt, its
+samples in order.
 
 Sampling seeds. HF draws from torch's global generator, so the runner seeds it per chunk; vLLM takes
 one seed per prompt (the problem's index plus the run seed), so its samples do not depend on batching.
@@ -22,13 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from effreason.generation.hf import generate_hf
-from effreason.generation.methods import (
-    GenerationHooks,
-    HookMethod,
-    apply_methods,
-    available_methods,
-    check_backend,
-)
+from effreason.generation.methods import GenerationHooks, apply_methods, check_backend, vllm_logits
 from effreason.generation.types import Capability, Generation
 
 logger = logging.getLogger(__name__)
@@ -95,14 +91,19 @@ class VLLMBackend:
     """vLLM ``LLM.generate`` (imported lazily; see ``effreason.generation.vllm``)."""
 
     name = "vllm"
-    capabilities = frozenset({Capability.CONTINUE_FROM_IDS})
+    capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS})
 
     def __init__(self, model_path: str, tokenizer: Any, sampling: Sampling, *, adapter: str | None = None,
-                 dtype: str | None = None, max_model_len: int | None = None, **engine_kwargs: Any):
+                 dtype: str | None = None, max_model_len: int | None = None, methods: dict[str, dict] | None = None,
+                 **engine_kwargs: Any):
         from effreason.generation import vllm as vllm_gen
 
         self._gen = vllm_gen
         self.tokenizer, self.sampling = tokenizer, sampling
+        logits = vllm_logits(methods or {})
+        if logits.processors:
+            engine_kwargs["logits_processors"] = list(logits.processors)
+        self.extra_args = logits.extra_args or None
         self.llm = vllm_gen.load_vllm(model_path, dtype=dtype, max_model_len=max_model_len, seed=sampling.seed,
                                       enable_lora=adapter is not None, **engine_kwargs)
         self.lora = vllm_gen.lora_request(adapter) if adapter else None
@@ -112,7 +113,7 @@ class VLLMBackend:
         return self._gen.generate_vllm(
             self.llm, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens, n=n,
             temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-            seeds=None if self.sampling.greedy else seeds, lora=self.lora,
+            seeds=None if self.sampling.greedy else seeds, lora=self.lora, extra_args=self.extra_args,
         )
 
     def close(self) -> None:
@@ -146,9 +147,6 @@ def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | N
     if name == "vllm":
         if device not in (None, "cuda", "cpu"):
             logger.warning("--device %s is ignored by the vllm backend (it picks its own device)", device)
-        hooked = [m for m in methods or {} if isinstance(available_methods()[m], HookMethod)]
-        if hooked:  # only reachable with a method that under-declares what its transformers hooks need
-            raise ValueError(f"methods {hooked} change HF generation (apply); the vllm backend cannot run them")
         path = resolve_model_path(model)
         if max_model_len is not None:  # vLLM refuses a context longer than the model's positions
             from transformers import AutoConfig
@@ -156,5 +154,5 @@ def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | N
             positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
             max_model_len = min(max_model_len, positions) if positions else max_model_len
         return VLLMBackend(path, load_tokenizer(path), sampling, adapter=adapter, dtype=dtype,
-                           max_model_len=max_model_len)
+                           max_model_len=max_model_len, methods=methods)
     raise AssertionError(f"backend {name!r} is declared but not built")

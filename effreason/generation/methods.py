@@ -6,11 +6,13 @@ hold (checked, with a did-you-mean, when an ``EvalConfig`` is built from a recip
 and ``add_arguments`` / ``settings`` for its ``effreason eval`` options. It then does its work in
 one or both of two optional ways:
 
-1. ``apply(hooks, tokenizer, settings) -> GenerationHooks`` (``HookMethod``): change how the HF
-   backend generates every token: wrap the model (forward hooks for steering vectors, hidden-state
-   reads for probes), add transformers logits processors (thinking-stop scaling) or stopping
-   criteria. These are transformers objects, so such a method requires ``LOGITS_PROCESSORS``,
-   ``RESIDUAL_HOOKS`` or ``HIDDEN_STATES``, which only the HF backend declares.
+1. Every step. ``apply(hooks, tokenizer, settings) -> GenerationHooks`` (``HookMethod``) changes how
+   the HF backend generates every token: wrap the model (forward hooks for steering vectors,
+   hidden-state reads for probes), add transformers logits processors (thinking-stop scaling) or
+   stopping criteria. ``vllm_logits(settings) -> VLLMLogits`` (``VLLMLogitsMethod``) is the vLLM
+   form of a logits change: V1 engine logits processor classes plus the ``SamplingParams.extra_args``
+   that switch them on. Such a method requires ``LOGITS_PROCESSORS`` (or ``RESIDUAL_HOOKS`` /
+   ``HIDDEN_STATES``, HF only) and runs on the backends whose hook it implements (``STEP_HOOKS``).
 2. ``post_processor(backend, settings) -> step`` (``RolloutMethod``): a callable, built once per run,
    that takes the chunk's ``Rollout`` objects after the base generation and returns the rollouts to
    grade: cut a completion, append forced tokens, continue it with ``backend.generate`` from the
@@ -107,6 +109,21 @@ class Rollout:
 RolloutStep = Callable[[list[Rollout]], list[Rollout]]
 
 
+@dataclass(frozen=True)
+class VLLMLogits:
+    """What a method runs at every step inside vLLM's V1 engine.
+
+    Attributes:
+        processors: subclasses of ``vllm.v1.sample.logits_processor.LogitsProcessor`` (or their
+            ``"module:Class"`` names) the engine is started with; they act only on requests whose
+            ``SamplingParams.extra_args`` switch them on.
+        extra_args: merged into every request's ``SamplingParams.extra_args`` (the method's settings).
+    """
+
+    processors: tuple[type | str, ...]
+    extra_args: dict = field(default_factory=dict)
+
+
 @runtime_checkable
 class GenerationMethod(Protocol):
     """The shape every method has (see the module docstring)."""
@@ -131,6 +148,14 @@ class HookMethod(Protocol):
 
 
 @runtime_checkable
+class VLLMLogitsMethod(Protocol):
+    """A method whose per-step logits change also runs in vLLM (its ``apply`` is the HF side)."""
+
+    def vllm_logits(self, settings: dict) -> VLLMLogits:
+        """The vLLM logits processor classes and the per-request ``extra_args`` that switch them on."""
+
+
+@runtime_checkable
 class RolloutMethod(Protocol):
     """A method that post-processes generated rollouts through the backend (cut, force, continue)."""
 
@@ -143,8 +168,9 @@ def register_method(method: GenerationMethod) -> None:
     if not isinstance(method, GenerationMethod):
         raise TypeError(f"{method!r} lacks the GenerationMethod attributes (name, requires, setting_names, "
                         "add_arguments, settings)")
-    if not isinstance(method, (HookMethod, RolloutMethod)):
-        raise TypeError(f"method {method.name!r} does nothing: give it apply() and/or post_processor()")
+    if not isinstance(method, (HookMethod, VLLMLogitsMethod, RolloutMethod)):
+        raise TypeError(f"method {method.name!r} does nothing: give it apply(), vllm_logits() and/or "
+                        "post_processor()")
     _REGISTERED[method.name] = method
 
 
@@ -195,20 +221,49 @@ def validate_methods(methods: Mapping[str, Any]) -> None:
                                  f"(settings: {', '.join(sorted(allowed)) or 'none'})")
 
 
+#: Capabilities a method uses at every step, through each backend's own hook (``STEP_HOOKS``).
+STEP_CAPABILITIES = frozenset({Capability.LOGITS_PROCESSORS, Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES})
+#: backend -> (the protocol a per-step method implements for it, its method name).
+STEP_HOOKS: dict[str, tuple[type, str]] = {"hf": (HookMethod, "apply"), "vllm": (VLLMLogitsMethod, "vllm_logits")}
+
+
+def _why_not(method: GenerationMethod, backend: str, capabilities: frozenset[Capability]) -> str | None:
+    missing = method.requires - capabilities
+    if missing:
+        return f"it needs {', '.join(sorted(c.value for c in missing))}, which {backend!r} does not support"
+    protocol, hook = STEP_HOOKS[backend]
+    if method.requires & STEP_CAPABILITIES and not isinstance(method, protocol):
+        return f"it works at every step but has no {hook}() for {backend!r}"
+    return None
+
+
 def check_backend(methods: Iterable[str], backend: str) -> None:
-    """Refuse methods that need a capability the backend lacks, saying which and which backend has it."""
+    """Refuse methods the backend cannot run, saying why (the missing capability) and which backend can."""
     from effreason.generation.backends import BACKEND_CAPABILITIES
 
     available = available_methods()
-    have = BACKEND_CAPABILITIES[backend]
     for name in methods:
-        missing = available[name].requires - have
-        if missing:
-            able = [b for b, caps in BACKEND_CAPABILITIES.items() if available[name].requires <= caps]
-            fix = f"use --backend {able[0]}" if able else "no backend declares all of them yet"
-            raise ValueError(
-                f"generation method {name!r} cannot run on backend {backend!r}: it needs "
-                f"{', '.join(sorted(c.value for c in missing))}, which {backend!r} does not support; {fix}")
+        why = _why_not(available[name], backend, BACKEND_CAPABILITIES[backend])
+        if why:
+            able = [b for b, caps in BACKEND_CAPABILITIES.items() if _why_not(available[name], b, caps) is None]
+            fix = f"use --backend {able[0]}" if able else "no backend can run it yet"
+            raise ValueError(f"generation method {name!r} cannot run on backend {backend!r}: {why}; {fix}")
+
+
+def vllm_logits(methods: Mapping[str, dict]) -> VLLMLogits:
+    """The processors and ``extra_args`` of every active ``VLLMLogitsMethod``, in name order."""
+    available = available_methods()
+    processors: list[type | str] = []
+    extra_args: dict = {}
+    for name in sorted(methods):
+        if isinstance(available[name], VLLMLogitsMethod):
+            part = available[name].vllm_logits(methods[name])
+            processors.extend(p for p in part.processors if p not in processors)
+            clash = set(extra_args) & set(part.extra_args)
+            if clash:
+                raise ValueError(f"methods set the same vLLM extra_args {sorted(clash)}; rename them in {name!r}")
+            extra_args.update(part.extra_args)
+    return VLLMLogits(tuple(processors), extra_args)
 
 
 def apply_methods(hooks: GenerationHooks, tokenizer: Any, methods: Mapping[str, dict]) -> GenerationHooks:
