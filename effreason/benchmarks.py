@@ -9,14 +9,19 @@ the environment variable ``EFFREASON_DATA_DIR``), otherwise the Hugging Face Hub
 the same per-benchmark row normaliser, so local and Hub rows come out identical. Bad rows raise
 ``effreason.jsonl.DataError`` naming the file (or Hub dataset), the line (row) and the field.
 
+Benchmarks whose rows are made in-process rather than read (the lab) give their spec a ``loader``
+and live in their own module, listed in ``BENCHMARK_MODULES`` and imported on first lookup, so nothing
+here (or in evaluation) imports them; ``register_benchmark`` adds one at run time (plugins, tests).
+
 Example::
 
     ds = load_benchmark("math500", data_dir="../shared/data/benchmarks", limit=10)
-    spec = BENCHMARKS["math500"]  # spec.grading_mode, spec.last_number_fallback
+    spec = BENCHMARKS["math500"]  # spec.grading_mode, spec.answer_prefix, spec.max_new_tokens
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,6 +39,10 @@ DATA_DIR_ENV = "EFFREASON_DATA_DIR"
 COLUMNS = ("id", "problem", "prompt", "answer", "solution")
 # The local aime25 copy (and math-ai/aime25) carries the instruction inside the problem text.
 _AIME25_SUFFIX = "\n" + MATH_INSTRUCTION
+#: Text budget forcing appends after ``</think>`` for real tokenizers (the usual boxed-answer phrasing).
+MATH_ANSWER_PREFIX = "\n\nThe final answer is \\boxed{"
+#: Completion cap of real reasoning models unless told otherwise.
+DEFAULT_MAX_NEW_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class RowSource:
 
 
 RowNormaliser = Callable[[dict, RowSource], dict]
+#: Makes the whole Dataset (``COLUMNS``) of a source split, for benchmarks built in-process.
+SplitLoader = Callable[[str], "datasets.Dataset"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,10 @@ class BenchmarkSpec:
         grading_mode: ``Grader`` mode, "math" or "exact".
         last_number_fallback: whether the grader may fall back to the last number.
         instruction: appended to each problem in the chat prompt.
-        normalise: maps a raw row to ``id``/``problem``/``answer``/``solution`` (``None``: lab).
+        normalise: maps a raw row of a local copy or the Hub to ``id``/``problem``/``answer``/``solution``.
+        loader: builds the Dataset of a source split itself (instead of reading rows through ``normalise``).
+        answer_prefix: the answer lead-in budget forcing appends after ``</think>``.
+        max_new_tokens: the default completion cap of ``effreason eval``.
     """
 
     name: str
@@ -81,6 +95,14 @@ class BenchmarkSpec:
     last_number_fallback: bool = False
     instruction: str | None = MATH_INSTRUCTION
     normalise: RowNormaliser | None = None
+    loader: SplitLoader | None = None
+    answer_prefix: str = MATH_ANSWER_PREFIX
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+
+    def __post_init__(self):
+        if (self.normalise is None) == (self.loader is None):
+            raise ValueError(f"benchmark {self.name!r} needs exactly one of normalise (rows read from files or "
+                             "the Hub) or loader (rows made in-process)")
 
 
 def _text(row: dict, name: str, source: RowSource) -> str:
@@ -160,27 +182,66 @@ def normalise_amc23(row: dict, source: RowSource) -> dict:
             "answer": gold_text(row, "answer", source), "solution": ""}
 
 
-def _spec(name: str, hub_id: str | None, splits: dict[str, str], normalise: RowNormaliser | None,
+def _spec(name: str, hub_id: str, splits: dict[str, str], normalise: RowNormaliser,
           **kwargs: Any) -> BenchmarkSpec:
-    local = {split: f"{name}/{split}.jsonl" for split in splits} if normalise is not None else {}
+    local = {split: f"{name}/{split}.jsonl" for split in splits}
     return BenchmarkSpec(name=name, splits=splits, hub_id=hub_id, local_paths=local, normalise=normalise,
                          **kwargs)
 
 
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    spec.name: spec
-    for spec in (
+class BenchmarkRegistry(Mapping[str, BenchmarkSpec]):
+    """Benchmark name -> spec; specs of ``lazy`` names are imported from their module on first lookup.
+
+    Args:
+        specs: specs known now.
+        lazy: name -> module whose ``BENCHMARK_SPECS`` holds that name's spec.
+    """
+
+    def __init__(self, specs: Iterable[BenchmarkSpec], lazy: Mapping[str, str]):
+        self._specs = {spec.name: spec for spec in specs}
+        self._lazy = {name: module for name, module in lazy.items() if name not in self._specs}
+
+    def register(self, spec: BenchmarkSpec) -> None:
+        self._specs[spec.name] = spec
+        self._lazy.pop(spec.name, None)
+
+    def __getitem__(self, name: str) -> BenchmarkSpec:
+        if name not in self._specs and name in self._lazy:
+            for spec in importlib.import_module(self._lazy[name]).BENCHMARK_SPECS:
+                self._specs.setdefault(spec.name, spec)
+            if name not in self._specs:
+                raise ImportError(f"module {self._lazy[name]} does not define benchmark {name!r}")
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._specs, *(n for n in self._lazy if n not in self._specs)])
+
+    def __len__(self) -> int:
+        return len(set(self._specs) | set(self._lazy))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs or name in self._lazy
+
+
+#: Benchmarks defined in their own module (imported on first lookup): name -> module with ``BENCHMARK_SPECS``.
+BENCHMARK_MODULES: dict[str, str] = {"lab": "effreason.lab.benchmark", "lab_hard": "effreason.lab.benchmark"}
+
+BENCHMARKS: BenchmarkRegistry = BenchmarkRegistry(
+    (
         _spec("gsm8k", "openai/gsm8k", {"train": "train", "test": "test"}, normalise_gsm8k,
               hub_config="main", last_number_fallback=True),
         _spec("math500", "HuggingFaceH4/MATH-500", {"test": "test"}, normalise_math500),
         _spec("aime24", "HuggingFaceH4/aime_2024", {"test": "train"}, normalise_aime24),
         _spec("aime25", "math-ai/aime25", {"test": "test"}, normalise_aime25),
         _spec("amc23", "math-ai/amc23", {"test": "test"}, normalise_amc23),
-        _spec("lab", None, {"train": "train", "test": "test"}, None, grading_mode="exact", instruction=None),
-        _spec("lab_hard", None, {"test": "hard", "hard": "hard"}, None, grading_mode="exact",
-              instruction=None),
-    )
-}
+    ),
+    BENCHMARK_MODULES,
+)
+
+
+def register_benchmark(spec: BenchmarkSpec) -> None:
+    """Add (or replace) a benchmark by its name."""
+    BENCHMARKS.register(spec)
 
 
 def _features() -> datasets.Features:
@@ -228,7 +289,7 @@ def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None, spli
     Args:
         name: one of ``BENCHMARKS``.
         data_dir: folder with ``<name>/<split>.jsonl`` files; defaults to ``$EFFREASON_DATA_DIR``,
-            and to the Hugging Face Hub when neither is set. Ignored by the lab benchmarks.
+            and to the Hugging Face Hub when neither is set. Ignored by benchmarks with a ``loader`` (the lab).
         split: benchmark split ("test"; gsm8k and lab also "train").
         limit: keep only the first ``limit`` rows.
 
@@ -242,10 +303,8 @@ def load_benchmark(name: str, *, data_dir: str | os.PathLike | None = None, spli
     if split not in spec.splits:
         raise ValueError(f"benchmark {name!r} has no split {split!r}; splits: {', '.join(spec.splits)}")
     _check_limit(limit)
-    if spec.normalise is None:
-        from effreason.lab.datasets import lab_dataset
-
-        data = lab_dataset(spec.splits[split])
+    if spec.loader is not None:
+        data = spec.loader(spec.splits[split])
         return data.select(range(min(limit, len(data)))) if limit is not None else data
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None

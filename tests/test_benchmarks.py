@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import datasets
 import pytest
 
+import effreason.benchmarks as benchmarks_module
 from effreason.benchmarks import (
     BENCHMARKS,
     COLUMNS,
@@ -25,6 +27,7 @@ from effreason.benchmarks import (
     normalise_amc23,
     normalise_gsm8k,
     normalise_math500,
+    register_benchmark,
 )
 from effreason.format import MATH_INSTRUCTION, chat_prompt
 from effreason.jsonl import DataError
@@ -123,6 +126,10 @@ def test_specs():
     assert BENCHMARKS["lab"].instruction is None and BENCHMARKS["math500"].instruction == MATH_INSTRUCTION
     assert BENCHMARKS["gsm8k"].local_paths == {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}
     assert BENCHMARKS["aime24"].splits == {"test": "train"}  # the Hub copy calls its only split "train"
+    assert BENCHMARKS["lab"].answer_prefix == " the answer is \\boxed{" and BENCHMARKS["lab"].max_new_tokens == 384
+    assert BENCHMARKS["lab_hard"].max_new_tokens == 384 and BENCHMARKS["lab_hard"].loader is not None
+    assert BENCHMARKS["math500"].answer_prefix == "\n\nThe final answer is \\boxed{"
+    assert {s.max_new_tokens for n, s in BENCHMARKS.items() if not n.startswith("lab")} == {4096}
 
 
 def test_unknown_benchmark_and_split():
@@ -223,6 +230,31 @@ def test_lab_benchmarks_call_lab_dataset(monkeypatch):
     assert calls == ["train", "hard", "hard"]
     with pytest.raises(ValueError, match="no split 'train'"):
         load_benchmark("lab_hard", split="train")
+
+
+def test_evaluation_knows_the_lab_only_through_its_specs():
+    code = ("import sys; import effreason.benchmarks as b, effreason.evaluation.cli, effreason.evaluation.runner, "
+            "effreason.evaluation.completions, effreason.generation.budget_forcing, effreason.grading, "
+            "effreason.rewards; "
+            "loaded = lambda: any(m.startswith('effreason.lab') for m in sys.modules); "
+            "before = loaded(); 'lab' in b.BENCHMARKS and list(b.BENCHMARKS); "
+            "spec = b.BENCHMARKS['lab']; print(before, loaded(), spec.max_new_tokens)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "384"]  # imported on lookup, not before
+
+
+def test_register_benchmark(monkeypatch):
+    def loader(split):
+        return datasets.Dataset.from_list([{"id": f"toy/{split}/{i}", "problem": "p", "prompt": chat_prompt("p"),
+                                            "answer": str(i), "solution": ""} for i in range(3)])
+
+    spec = BenchmarkSpec(name="toy", splits={"test": "dev"}, loader=loader, max_new_tokens=64)
+    monkeypatch.setattr(benchmarks_module.BENCHMARKS, "_specs", dict(benchmarks_module.BENCHMARKS._specs))
+    register_benchmark(spec)
+    assert "toy" in BENCHMARKS and BENCHMARKS["toy"] is spec and "toy" in list(BENCHMARKS)
+    assert load_benchmark("toy", limit=2)["id"] == ["toy/dev/0", "toy/dev/1"]
+    with pytest.raises(ValueError, match="exactly one of normalise"):
+        BenchmarkSpec(name="bad", splits={"test": "test"})
 
 
 # --- any JSONL file --------------------------------------------------------------------------------

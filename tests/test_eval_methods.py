@@ -1,14 +1,18 @@
-"""The generation-method hook: a trivial method (ban one token) plugged into ``effreason eval``."""
+"""The generation-method shape: a trivial method (ban one token) plugged into ``effreason eval``, capability
+checks against each backend, and ``EvalConfig.methods`` validation."""
 
 import argparse
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import LogitsProcessor
 
-from effreason.evaluation import methods
-from effreason.evaluation.backends import HFBackend, Sampling
 from effreason.evaluation.cli import add_parser, config_from_args
+from effreason.evaluation.config import EvalConfig
+from effreason.generation import methods
+from effreason.generation.backends import BACKEND_CAPABILITIES, HFBackend, Sampling, build_backend
+from effreason.generation.types import Capability
 from effreason.lab.model import build_lab_model
 from effreason.lab.tokenizer import build_lab_tokenizer
 
@@ -26,7 +30,8 @@ class BanMethod:
     """Never generate one given token: the simplest logits-processor method."""
 
     name = "ban"
-    backends = ("hf",)
+    requires = frozenset({Capability.LOGITS_PROCESSORS})
+    setting_names = frozenset({"token_id"})
 
     def add_arguments(self, parser):
         parser.add_argument("--ban-token", type=int, help="token id never to generate")
@@ -35,8 +40,24 @@ class BanMethod:
         return None if args.ban_token is None else {"token_id": args.ban_token}
 
     def apply(self, hooks, tokenizer, settings):
-        return methods.GenerationHooks(hooks.model, [*hooks.logits_processors, BanToken(settings["token_id"])],
-                                       hooks.stopping_criteria)
+        return replace(hooks, logits_processors=[*hooks.logits_processors, BanToken(settings["token_id"])])
+
+
+class SteerMethod:
+    """Needs the residual stream and an adapter per prompt: no backend declares both."""
+
+    name = "steer"
+    requires = frozenset({Capability.RESIDUAL_HOOKS, Capability.PER_PROMPT_ADAPTER})
+    setting_names = frozenset({"vector"})
+
+    def add_arguments(self, parser):
+        pass
+
+    def settings(self, args):
+        return None
+
+    def apply(self, hooks, tokenizer, settings):
+        return hooks
 
 
 @pytest.fixture
@@ -59,8 +80,55 @@ def test_method_options_reach_the_config(ban_method, tmp_path):
     assert config_from_args(args).methods == {}  # off unless asked for
     args = parse(["--model", "m", "--benchmark", "lab", "--output", str(tmp_path), "--ban-token", "8",
                   "--backend", "vllm"])
-    with pytest.raises(ValueError, match="runs on backends"):
+    with pytest.raises(ValueError, match="cannot run on backend 'vllm': .* no vllm_logits\\(\\).*use --backend hf"):
         config_from_args(args)
+
+
+def test_refusal_names_the_missing_capability(ban_method, tmp_path):
+    assert BACKEND_CAPABILITIES["hf"] >= {Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES}
+    assert not BACKEND_CAPABILITIES["vllm"] & {Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES}
+    # vLLM runs logits processors, but only ones written for its engine: the HF-only ban method is refused
+    with pytest.raises(ValueError, match="has no vllm_logits\\(\\) for 'vllm'; use --backend hf"):
+        EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm", methods={"ban": {"token_id": 3}})
+    with pytest.raises(ValueError, match="no vllm_logits"):  # also when a backend is built directly
+        build_backend("vllm", "m", sampling=Sampling(), methods={"ban": {"token_id": 3}})
+    methods.register_method(SteerMethod())
+    try:
+        with pytest.raises(ValueError, match="'vllm': it needs per_prompt_adapter, residual_hooks, which 'vllm' does "
+                                             "not support; no backend can run it yet"):
+            EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm",
+                       methods={"steer": {"vector": "v"}})
+        with pytest.raises(ValueError, match="'hf': it needs per_prompt_adapter, which 'hf' does not support"):
+            EvalConfig(output=str(tmp_path), model="m", benchmark="lab", methods={"steer": {"vector": "v"}})
+    finally:
+        methods.unregister_method("steer")
+    cfg = EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm", budgets=[16])
+    assert set(cfg.method_settings()) == {"budget_forcing"}  # budget forcing needs only continue_from_ids
+
+
+def test_method_names_and_settings_are_checked_with_a_suggestion(ban_method, tmp_path):
+    def config(**methods_):
+        return EvalConfig(output=str(tmp_path), model="m", benchmark="lab", methods=methods_)
+
+    with pytest.raises(ValueError, match="unknown generation method 'budget_forcng'; did you mean 'budget_forcing'"):
+        config(budget_forcng={"budgets": [16]})
+    with pytest.raises(ValueError, match="method 'ban' has no setting 'token'; did you mean 'token_id'"):
+        config(ban={"token": 3})
+    with pytest.raises(ValueError, match="unknown generation method 'zzz' \\(known: ban, budget_forcing\\)"):
+        config(zzz={})
+    assert config(ban={"token_id": 3}).methods == {"ban": {"token_id": 3}}
+
+
+def test_budget_forcing_from_recipe_methods_is_the_same_config(tmp_path):
+    fields = EvalConfig(output=str(tmp_path), model="m", benchmark="lab", budgets=[32, 16], budget_answer_tokens=8)
+    recipe = EvalConfig(output=str(tmp_path), model="m", benchmark="lab",
+                        methods={"budget_forcing": {"budgets": [16, 32], "budget_answer_tokens": 8}})
+    assert recipe.to_dict() == fields.to_dict() and recipe.methods == {} and recipe.budgets == [16, 32]
+    with pytest.raises(ValueError, match="given twice"):
+        EvalConfig(output=str(tmp_path), model="m", benchmark="lab", budgets=[8],
+                   methods={"budget_forcing": {"budgets": [16]}})
+    with pytest.raises(ValueError, match="exceeds --max-new-tokens 384"):  # the lab spec's cap, validated as ever
+        EvalConfig(output=str(tmp_path), model="m", benchmark="lab", methods={"budget_forcing": {"budgets": [400]}})
 
 
 def test_method_changes_generation(ban_method):
@@ -79,5 +147,17 @@ def test_method_changes_generation(ban_method):
 
 
 def test_register_rejects_non_methods():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="lacks"):
         methods.register_method(object())
+
+    class Idle:  # the right attributes but nothing to do
+        name, requires, setting_names = "idle", frozenset(), frozenset()
+
+        def add_arguments(self, parser):
+            pass
+
+        def settings(self, args):
+            return None
+
+    with pytest.raises(TypeError, match="does nothing"):
+        methods.register_method(Idle())

@@ -102,8 +102,12 @@ def test_budget_forcing_rows(model_dir, tmp_path):
             # budget thinking tokens + </think> + "the answer is \boxed{" (4) + at most 3 answer tokens
             assert budget + 5 <= row["tokens"] <= budget + 5 + 3
             assert row["thinking_tokens"] == budget + 1
+            assert row["method_info"] == {"budget_forcing": {"forced_at": min(budget, base["tokens"])}}
         else:
             assert row["completion"] == base["completion"]
+            assert row["method_info"] == {"budget_forcing": {"forced_at": None}}
+    assert all("method_info" not in row for (_, _, budget), row in rows.items() if budget is None)
+    assert any(row["forced"] for row in rows.values())  # the untrained model rarely closes its thinking
     assert r["budget_auc"] == pytest.approx((r["budgets"]["4"]["accuracy"] + r["budgets"]["8"]["accuracy"]) / 2)
 
 

@@ -11,9 +11,10 @@ import pytest
 vllm = pytest.importorskip("vllm")
 
 from effreason.evaluation import runner  # noqa: E402
-from effreason.evaluation.backends import HFBackend, Sampling, VLLMBackend  # noqa: E402
 from effreason.evaluation.config import EvalConfig  # noqa: E402
 from effreason.format import render_prompt  # noqa: E402
+from effreason.generation.backends import HFBackend, Sampling, VLLMBackend  # noqa: E402
+from effreason.generation.methods import Rollout, post_processors  # noqa: E402
 from effreason.generation.vllm import generate_vllm  # noqa: E402
 from effreason.lab.datasets import lab_dataset  # noqa: E402
 from effreason.models import LAB_MODEL_DIR, load_model_and_tokenizer  # noqa: E402
@@ -68,6 +69,25 @@ def test_greedy_tokens_match_hf(engine, hf, prompt_ids):
     for (a,), (b,) in zip(ours, ref, strict=True):
         if a.token_ids == b.token_ids:
             assert (a.text, a.num_tokens, a.finished) == (b.text, b.num_tokens, b.finished)
+
+
+def test_budget_forcing_gives_the_same_greedy_completions(engine, hf, prompt_ids):
+    """Cut, force and continue through each backend: the same rows, token for token, on a few problems."""
+    prompts = prompt_ids[:6]
+    settings = {"budgets": [8, 24, 48], "answer_prefix": " the answer is \\boxed{", "budget_answer_tokens": 8}
+
+    def forced_rows(backend):
+        gens = backend.generate(prompts, n=1, max_new_tokens=MAX_NEW_TOKENS, seeds=list(range(len(prompts))))
+        rollouts = [Rollout(p, g, seed=i) for i, (p, (g,)) in enumerate(zip(prompts, gens, strict=True))]
+        (step,) = post_processors(backend, {"budget_forcing": settings})
+        return step(rollouts)
+
+    ours, ref = forced_rows(engine), forced_rows(hf)
+    assert len(ours) == len(ref) == 6 * 4
+    assert sum(r.forced for r in ref) >= 6  # the small budgets cut every trained lab trace
+    for a, b in zip(ours, ref, strict=True):
+        assert (a.budget, a.forced, a.info, a.new_tokens) == (b.budget, b.forced, b.info, b.new_tokens)
+        assert (a.gen.token_ids, a.gen.text, a.gen.finished) == (b.gen.token_ids, b.gen.text, b.gen.finished)
 
 
 def test_sampling_is_seeded_per_prompt(engine, prompt_ids):

@@ -120,7 +120,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``effreason eval`` and ``effreason eval compare``."""
-    from effreason.evaluation.methods import available_methods
+    from effreason.generation.methods import available_methods
 
     p = subparsers.add_parser("eval", help="evaluate accuracy and token cost",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,13 +137,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    """Build the validated config from parsed arguments."""
-    from effreason.evaluation.methods import active_methods, check_backend
+    """Build the validated config from parsed arguments (``EvalConfig`` refuses methods the backend cannot run)."""
+    from effreason.generation.methods import active_methods
 
     if not args.output:
         raise ValueError("--output DIR is required (results go there; re-run with it to resume)")
     methods = active_methods(args)
-    check_backend(methods, args.backend)
     names = [f for f in EvalConfig.__dataclass_fields__ if f != "methods" and hasattr(args, f)]
     return EvalConfig(**{f: getattr(args, f) for f in names}, methods=methods)
 

@@ -13,10 +13,10 @@ import logging
 import time
 from pathlib import Path
 
-from effreason.evaluation import budget as budgeting
 from effreason.evaluation import report, store
 from effreason.evaluation.config import EvalConfig
 from effreason.format import split_thinking
+from effreason.generation.thinking import split_text_token_counts
 from effreason.jsonl import DataError, iter_jsonl, require, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def grade_completions(cfg: EvalConfig) -> dict:
                "answer": r["answer"], "extracted": g.extracted, "correct": bool(g.correct), "reason": g.reason,
                "truncated": truncated, "forced": False}
         if tokenizer is not None:
-            thinking, answer = budgeting.split_text_token_counts(r["completion"], tokenizer)
+            thinking, answer = split_text_token_counts(r["completion"], tokenizer)
             row.update(tokens=thinking + answer, thinking_tokens=thinking, answer_tokens=answer)
         rows.append(row)
     write_jsonl(out_dir / store.SAMPLES_FILE, rows)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-#: Default completion cap by benchmark: lab traces stay under ~300 tokens and the lab model has 512
-#: positions; real reasoning models get 4,096 unless told otherwise.
-DEFAULT_MAX_NEW_TOKENS = {"lab": 384, "lab_hard": 384}
-REAL_MODEL_MAX_NEW_TOKENS = 4096
+from effreason.benchmarks import BENCHMARKS, DEFAULT_MAX_NEW_TOKENS
+
+#: The method whose settings are ``EvalConfig`` fields (``budgets``, ``answer_prefix``, ``budget_answer_tokens``).
+BUDGET_FORCING = "budget_forcing"
 #: Default sequences per HF ``generate`` call, and prompts per vLLM ``generate`` call (= per resume chunk).
 DEFAULT_BATCH_SIZE = {"hf": 64, "vllm": 512}
 
@@ -89,11 +89,13 @@ class EvalConfig:
             raise ValueError(f"need --temperature >= 0 and 0 < --top-p <= 1, got {self.temperature}, {self.top_p}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        self._check_methods()
         if any(b < 1 for b in self.budgets) or len(set(self.budgets)) != len(self.budgets):
             raise ValueError(f"--budgets must be distinct positive token counts, got {self.budgets}")
         self.budgets = sorted(self.budgets)
         if self.max_new_tokens is None and self.completions is None:
-            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS.get(self.benchmark or "", REAL_MODEL_MAX_NEW_TOKENS)
+            spec = BENCHMARKS.get(self.benchmark) if self.benchmark else None
+            self.max_new_tokens = spec.max_new_tokens if spec is not None else DEFAULT_MAX_NEW_TOKENS
         if self.budgets and self.budgets[-1] > self.max_new_tokens:
             raise ValueError(f"budget {self.budgets[-1]} exceeds --max-new-tokens {self.max_new_tokens}: budgets cut "
                              "the unbudgeted completion, so raise --max-new-tokens or drop the larger budgets")
@@ -101,6 +103,38 @@ class EvalConfig:
             self.batch_size = DEFAULT_BATCH_SIZE[self.backend]
         if self.batch_size < 1 or self.budget_answer_tokens < 1:
             raise ValueError("--batch-size and --budget-answer-tokens must be >= 1")
+
+    def _check_methods(self) -> None:
+        """Validate ``methods`` (names, setting keys, backend) and move budget forcing's settings to its fields.
+
+        A recipe may write ``methods: {budget_forcing: {budgets: [...]}}``; the settings then live in the
+        ``budgets`` / ``answer_prefix`` / ``budget_answer_tokens`` fields, so a run's saved config and resume
+        check are the same whichever way it was asked for.
+        """
+        from effreason.generation.methods import check_backend, validate_methods
+
+        if not isinstance(self.methods, dict):
+            raise ValueError(f"methods must be a mapping of method name -> settings, got {self.methods!r}")
+        validate_methods(self.methods)
+        if BUDGET_FORCING in self.methods:
+            self.methods = dict(self.methods)
+            defaults = {"budgets": [], "answer_prefix": None, "budget_answer_tokens": 32}
+            for key, value in self.methods.pop(BUDGET_FORCING).items():
+                current = getattr(self, key)
+                if current != defaults[key] and current != value:
+                    raise ValueError(f"budget forcing's {key} is given twice, {current!r} as a field and {value!r} "
+                                     f"in methods.{BUDGET_FORCING}; keep one")
+                setattr(self, key, list(value) if key == "budgets" else value)
+        if self.completions is None:
+            check_backend(self.method_settings(), self.backend)
+
+    def method_settings(self) -> dict[str, dict]:
+        """``{method name: settings}`` of every method the run uses, budget forcing included."""
+        methods = dict(self.methods)
+        if self.budgets:
+            methods[BUDGET_FORCING] = {"budgets": list(self.budgets), "answer_prefix": self.answer_prefix,
+                                       "budget_answer_tokens": self.budget_answer_tokens}
+        return methods
 
     def to_dict(self) -> dict:
         """All settings, JSON-ready."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from effreason.benchmarks import MATH_ANSWER_PREFIX
 from effreason.evaluation.config import EvalConfig
 from effreason.format import render_prompt, resolve_instruction, with_instruction, with_system_prompt
 
@@ -31,11 +32,12 @@ class Problem:
 
 @dataclass
 class Task:
-    """The problems plus how the benchmark is graded by default."""
+    """The problems plus the benchmark's defaults: how it is graded, the answer lead-in budget forcing forces."""
 
     problems: list[Problem]
     grading: str
     last_number_fallback: bool
+    answer_prefix: str = MATH_ANSWER_PREFIX
 
 
 def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
@@ -48,13 +50,13 @@ def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
                              "or --data FILE.jsonl")
         spec = BENCHMARKS[cfg.benchmark]
         dataset = load_benchmark(cfg.benchmark, data_dir=cfg.data_dir, split=cfg.split, limit=cfg.limit)
-        grading, fallback = spec.grading_mode, spec.last_number_fallback
+        grading, fallback, answer_prefix = spec.grading_mode, spec.last_number_fallback, spec.answer_prefix
     else:
         instruction = resolve_instruction(cfg.instruction)
         dataset = load_jsonl_benchmark(cfg.data, prompt_field=cfg.prompt_field or "problem",
                                        answer_field=cfg.answer_field, id_field=cfg.id_field,
                                        instruction=instruction, limit=cfg.limit)
-        grading, fallback = "math", False
+        grading, fallback, answer_prefix = "math", False, MATH_ANSWER_PREFIX
     if cfg.chat_template and not tokenizer.chat_template:
         logger.warning("the tokenizer has no chat template: prompts are the plain problem text")
     problems = []
@@ -69,4 +71,4 @@ def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("problem ids are not unique; pass --id-field naming a unique field (or none, to number rows)")
-    return Task(problems, grading, fallback)
+    return Task(problems, grading, fallback, answer_prefix)

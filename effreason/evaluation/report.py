@@ -2,7 +2,7 @@
 
 Everything is computed from the rows alone, so results of a resumed run equal those of an
 uninterrupted one. Rows with ``budget`` null are the unbudgeted completions; the others are the same
-samples under budget forcing (see ``effreason.evaluation.budget``).
+samples under budget forcing (see ``effreason.generation.budget_forcing``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Work is cut into chunks fixed by the problem set alone: problems sorted by prompt length, then
 ``batch_size // samples`` problems per chunk for the HF backend (one ``generate`` batch) or
-``batch_size`` problems for vLLM. Each chunk is generated, budget-forced, graded and appended to
+``batch_size`` problems for vLLM. Each chunk is generated, post-processed by the run's generation
+methods (budget forcing among them, see ``effreason.generation.methods``), graded and appended to
 samples.jsonl in one write. On restart, complete chunks are kept, anything else is dropped and
 regenerated; because the chunks (hence batches, padding and sampling seeds) are the same, the resumed
 run ends with the same samples as an uninterrupted one.
@@ -13,34 +14,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 import effreason
-from effreason.evaluation import budget as budgeting
 from effreason.evaluation import report, store
-from effreason.evaluation.backends import Backend, Sampling, build_backend
 from effreason.evaluation.config import EvalConfig
 from effreason.evaluation.prompts import Problem, load_problems
-from effreason.generation.types import Generation
+from effreason.format import THINK_END
+from effreason.generation.backends import Backend, Sampling, build_backend
+from effreason.generation.methods import Rollout, post_processors
+from effreason.generation.thinking import single_token_id, split_token_counts
 from effreason.jsonl import atomic_write, write_json
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Completion:
-    """One completion to grade: a sample of a problem, unbudgeted (``budget=None``) or budget-forced."""
-
-    problem: Problem
-    sample: int
-    budget: int | None
-    gen: Generation
-    forced: bool = False
-    new_tokens: int = 0  # tokens this completion cost to generate (0 for a budget row kept as generated)
 
 
 def make_chunks(problems: list[Problem], per_chunk: int) -> list[list[Problem]]:
@@ -70,61 +59,45 @@ def versions(backend: str | None) -> dict:
 
 
 class ChunkRunner:
-    """Generates, budget-forces and grades one chunk of problems."""
+    """Generates, post-processes (generation methods, budget forcing) and grades one chunk of problems."""
 
     def __init__(self, cfg: EvalConfig, backend: Backend, grader):
         self.cfg, self.backend, self.grader = cfg, backend, grader
-        tok = backend.tokenizer
-        self.think_end_id = budgeting.single_token_id(tok, budgeting.THINK_END)
-        self.think_end_len = 1 if self.think_end_id is not None else len(
-            tok(budgeting.THINK_END, add_special_tokens=False)["input_ids"])
-        self.forced_ids = budgeting.forced_ids(tok, cfg.answer_prefix) if cfg.budgets else []
+        self.think_end_id = single_token_id(backend.tokenizer, THINK_END)
+        self.steps = post_processors(backend, cfg.method_settings())
 
-    def generate(self, chunk: list[Problem]) -> list[Completion]:
+    def generate(self, chunk: list[Problem]) -> list[Rollout]:
+        """The chunk's rollouts: each sample as generated (``budget=None``), then what the methods made of it.
+
+        Each rollout's ``origin`` is its ``(problem, sample)``.
+        """
         cfg = self.cfg
         gens = self.backend.generate([p.prompt_ids for p in chunk], n=cfg.samples, max_new_tokens=cfg.max_new_tokens,
                                      seeds=[cfg.seed + p.index for p in chunk])
-        done = [Completion(p, s, None, g, new_tokens=g.num_tokens)
-                for p, samples in zip(chunk, gens, strict=True) for s, g in enumerate(samples)]
-        return done + self._force_budgets(done)
+        rollouts = [Rollout(p.prompt_ids, g, seed=cfg.seed + p.index, origin=(p, s), new_tokens=g.num_tokens)
+                    for p, samples in zip(chunk, gens, strict=True) for s, g in enumerate(samples)]
+        for step in self.steps:
+            rollouts = step(rollouts)
+        return rollouts
 
-    def _force_budgets(self, base: list[Completion]) -> list[Completion]:
-        """Budget rows for each base completion: kept as is when within budget, else cut and forced."""
-        out, to_force = [], []  # to_force: (index in out, prompt ids, cut ids)
-        for c in base:
-            ids = c.gen.token_ids
-            end = budgeting.think_end_tokens(ids, self.backend.tokenizer, last=False, think_end_id=self.think_end_id)
-            for b in self.cfg.budgets:
-                cut = budgeting.budget_cut(ids, c.gen.num_tokens, c.gen.finished, b, end, self.think_end_len)
-                out.append(Completion(c.problem, c.sample, b, c.gen, forced=cut is not None))
-                if cut is not None:
-                    to_force.append((len(out) - 1, c.problem.prompt_ids + cut + self.forced_ids, cut))
-        if to_force:
-            # Seeds apart from the unbudgeted samples' (seed + index): 7919 is a prime larger than any benchmark.
-            seeds = [self.cfg.seed + out[i].problem.index + 7919 * out[i].budget for i, _, _ in to_force]
-            conts = self.backend.generate([p for _, p, _ in to_force], n=1,
-                                          max_new_tokens=self.cfg.budget_answer_tokens, seeds=seeds)
-            for (i, _, cut), (cont,) in zip(to_force, conts, strict=True):
-                ids = cut + self.forced_ids + cont.token_ids
-                text = self.backend.tokenizer.decode(ids, skip_special_tokens=True)
-                out[i].gen = Generation(text=text, num_tokens=len(ids), finished=cont.finished, token_ids=ids)
-                out[i].new_tokens = cont.num_tokens
-        return out
-
-    def rows(self, completions: list[Completion]) -> list[dict]:
-        """Grade completions and turn them into samples.jsonl rows."""
-        grades = self.grader.grade_batch([c.gen.text for c in completions], [c.problem.answer for c in completions])
+    def rows(self, rollouts: list[Rollout]) -> list[dict]:
+        """Grade rollouts and turn them into samples.jsonl rows (``method_info`` where a method acted)."""
+        grades = self.grader.grade_batch([r.gen.text for r in rollouts], [r.origin[0].answer for r in rollouts])
         rows = []
-        for c, g in zip(completions, grades, strict=True):
-            thinking_tokens, answer_tokens = budgeting.split_token_counts(
-                c.gen.token_ids, c.gen.num_tokens, c.gen.text, self.backend.tokenizer, self.think_end_id)
-            rows.append({
-                "id": c.problem.id, "index": c.problem.index, "sample": c.sample, "budget": c.budget,
-                "prompt": c.problem.prompt, "completion": c.gen.text, "answer": c.problem.answer,
+        for r, g in zip(rollouts, grades, strict=True):
+            problem, sample = r.origin
+            thinking_tokens, answer_tokens = split_token_counts(
+                r.gen.token_ids, r.gen.num_tokens, r.gen.text, self.backend.tokenizer, self.think_end_id)
+            row = {
+                "id": problem.id, "index": problem.index, "sample": sample, "budget": r.budget,
+                "prompt": problem.prompt, "completion": r.gen.text, "answer": problem.answer,
                 "extracted": g.extracted, "correct": bool(g.correct), "reason": g.reason,
-                "tokens": c.gen.num_tokens, "thinking_tokens": thinking_tokens, "answer_tokens": answer_tokens,
-                "truncated": not c.gen.finished, "forced": c.forced,
-            })
+                "tokens": r.gen.num_tokens, "thinking_tokens": thinking_tokens, "answer_tokens": answer_tokens,
+                "truncated": not r.gen.finished, "forced": r.forced,
+            }
+            if r.info:
+                row["method_info"] = r.info
+            rows.append(row)
         return rows
 
 
@@ -147,14 +120,14 @@ def _resume(out_dir: Path, chunks: list[list[Problem]], cfg: EvalConfig) -> tupl
     return todo, len(kept)
 
 
-def _resolve(cfg: EvalConfig, spec_grading: str, spec_fallback: bool) -> None:
+def _resolve(cfg: EvalConfig, spec_grading: str, spec_fallback: bool, spec_answer_prefix: str) -> None:
     """Fill settings left to defaults, so the saved config shows what was used."""
     if cfg.grading is None:
         cfg.grading = spec_grading
     if cfg.last_number_fallback is None:
         cfg.last_number_fallback = spec_fallback
     if cfg.budgets and cfg.answer_prefix is None:
-        cfg.answer_prefix = budgeting.default_answer_prefix(cfg.benchmark)
+        cfg.answer_prefix = spec_answer_prefix
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -165,7 +138,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     start = time.perf_counter()
     tokenizer = load_tokenizer(cfg.model)
     task = load_problems(cfg, tokenizer)
-    _resolve(cfg, task.grading, task.last_number_fallback)
+    _resolve(cfg, task.grading, task.last_number_fallback, task.answer_prefix)
     out_dir = Path(cfg.output)
     fingerprint = {**cfg.fingerprint(), "model_files": store.files_identity(resolve_model_path(cfg.model)),
                    "adapter_files": store.files_identity(cfg.adapter)}
@@ -179,7 +152,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         t = time.perf_counter()
         backend = build_backend(
             cfg.backend, cfg.model, sampling=Sampling(cfg.temperature, cfg.top_p, cfg.seed), adapter=cfg.adapter,
-            dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size, methods=cfg.methods,
+            dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size, methods=cfg.method_settings(),
             max_model_len=cfg.max_model_len or max_prompt + cfg.max_new_tokens + cfg.budget_answer_tokens + 16,
         )
         timing["model_load_s"] = time.perf_counter() - t
@@ -205,13 +178,13 @@ def _run_chunks(runner: ChunkRunner, todo: list[list[Problem]], writer: store.Sa
     t0 = time.perf_counter()
     for chunk in todo:
         t = time.perf_counter()
-        completions = runner.generate(chunk)
+        rollouts = runner.generate(chunk)
         timing["generation_s"] += time.perf_counter() - t
         t = time.perf_counter()
-        rows = runner.rows(completions)
+        rows = runner.rows(rollouts)
         timing["grading_s"] += time.perf_counter() - t
         writer.write(rows)
-        timing["generated_tokens"] += sum(c.new_tokens for c in completions)
+        timing["generated_tokens"] += sum(r.new_tokens for r in rollouts)
         timing["problems"] += len(chunk)
         elapsed = time.perf_counter() - t0
         bar.update(len(chunk) * samples)

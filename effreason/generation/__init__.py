@@ -1,5 +1,10 @@
-"""Generation backends (transformers, vLLM) behind one result type."""
+"""Generation: backends (transformers, vLLM) that declare their capabilities, and generation-time methods.
 
-from effreason.generation.types import Generation
+See ``effreason/generation/README.md``: ``backends`` (``Backend``, ``build_backend``), ``types``
+(``Generation``, ``Capability``), ``methods`` (the method shape and registry), ``budget_forcing``
+(s1, the worked example), ``thinking`` (thinking vs answer token counts).
+"""
 
-__all__ = ["Generation"]
+from effreason.generation.types import Capability, Generation
+
+__all__ = ["Capability", "Generation"]

@@ -46,7 +46,7 @@ def generate_hf(
         batch_size: prompts per ``generate`` call.
         do_sample / temperature / top_p: sampling settings (greedy by default).
         logits_processor / stopping_criteria: extra transformers ``LogitsProcessor`` / ``StoppingCriteria``
-            objects (generation-time methods, see ``effreason.evaluation.methods``).
+            objects (generation-time methods, see ``effreason.generation.methods``).
     """
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]

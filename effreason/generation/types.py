@@ -1,8 +1,9 @@
-"""What every generation backend returns."""
+"""What every generation backend returns, and the capabilities a backend declares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass
@@ -20,3 +21,22 @@ class Generation:
     num_tokens: int
     finished: bool
     token_ids: list[int] = field(default_factory=list)
+
+
+class Capability(StrEnum):
+    """Something a generation-time method may need from a backend (see ``effreason/generation/README.md``).
+
+    Attributes:
+        CONTINUE_FROM_IDS: ``generate`` continues from any token ids (cut, force, continue).
+        LOGITS_PROCESSORS: per-step logits changes through transformers ``LogitsProcessor`` objects
+            (``GenerationHooks.logits_processors``).
+        RESIDUAL_HOOKS: the method may wrap the torch model and hook its layers (steering vectors).
+        HIDDEN_STATES: the method may read hidden states at chosen positions (early-exit probes).
+        PER_PROMPT_ADAPTER: ``generate`` takes one adapter per prompt.
+    """
+
+    CONTINUE_FROM_IDS = "continue_from_ids"
+    LOGITS_PROCESSORS = "logits_processors"
+    RESIDUAL_HOOKS = "residual_hooks"
+    HIDDEN_STATES = "hidden_states"
+    PER_PROMPT_ADAPTER = "per_prompt_adapter"

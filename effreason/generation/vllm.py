@@ -89,6 +89,7 @@ def generate_vllm(
     top_p: float = 1.0,
     seeds: Sequence[int | None] | None = None,
     lora: Any = None,
+    extra_args: dict | None = None,
     show_progress: bool = False,
 ) -> list[list[Generation]]:
     """Generate ``n`` completions per prompt (token ids, chat template applied).
@@ -98,6 +99,7 @@ def generate_vllm(
         seeds: one sampling seed per prompt, so a prompt's samples do not depend on what it is batched
             with (resumed runs draw the same samples); ``None`` uses the engine's seed.
         lora: a ``LoRARequest`` (see ``lora_request``) or ``None``.
+        extra_args: ``SamplingParams.extra_args`` of every request (switches on custom logits processors).
 
     Returns:
         per prompt, its ``n`` generations in sample order.
@@ -110,7 +112,7 @@ def generate_vllm(
         raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts")
     params = [
         vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
-                            detokenize=False)
+                            detokenize=False, extra_args=extra_args)
         for seed in seeds
     ]
     prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids]

@@ -1,8 +1,14 @@
-"""The two generation backends of ``effreason eval`` behind one small interface.
+"""The generation backends behind one small interface, each declaring what methods may ask of it.
 
-``HFBackend`` runs transformers ``generate`` in length-sorted batches (CPU or GPU) and is the one that
-takes generation-time methods; ``VLLMBackend`` runs ``LLM.generate`` with ``n`` samples per prompt and
-LoRA adapters through ``LoRARequest``. Both return, per prompt, its samples in order.
+``HFBackend`` runs transformers ``generate`` in length-sorted batches (CPU or GPU); generation-time
+methods may wrap its model and add logits processors (``apply``), so it declares every capability
+but ``PER_PROMPT_ADAPTER`` (its ``generate`` takes no adapter per prompt yet). ``VLLMBackend`` runs
+``LLM.generate`` with ``n`` samples per prompt and an optional LoRA adapter through ``LoRARequest``;
+it continues from token ids like HF and runs methods' vLLM V1 logits processors (``vllm_logits``:
+classes given to ``LLM(logits_processors=...)``, switched on per request by
+``SamplingParams.extra_args``), but its model lives in engine processes, out of reach of torch
+hooks, so it declares neither ``RESIDUAL_HOOKS`` nor ``HIDDEN_STATES``. Both return, per prompt, its
+samples in order.
 
 Sampling seeds. HF draws from torch's global generator, so the runner seeds it per chunk; vLLM takes
 one seed per prompt (the problem's index plus the run seed), so its samples do not depend on batching.
@@ -17,9 +23,9 @@ from typing import Any, Protocol
 
 import torch
 
-from effreason.evaluation.methods import GenerationHooks, apply_methods
 from effreason.generation.hf import generate_hf
-from effreason.generation.types import Generation
+from effreason.generation.methods import GenerationHooks, apply_methods, check_backend, vllm_logits
+from effreason.generation.types import Capability, Generation
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ class Backend(Protocol):
 
     name: str
     tokenizer: Any
+    capabilities: frozenset[Capability]
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
                  seeds: Sequence[int]) -> list[list[Generation]]:
@@ -55,6 +62,8 @@ class HFBackend:
     """transformers ``generate`` (batched, prompts sorted by length)."""
 
     name = "hf"
+    capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS, Capability.RESIDUAL_HOOKS,
+                              Capability.HIDDEN_STATES})
 
     def __init__(self, model: Any, tokenizer: Any, sampling: Sampling, *, batch_size: int = 64,
                  methods: dict[str, dict] | None = None):
@@ -82,13 +91,19 @@ class VLLMBackend:
     """vLLM ``LLM.generate`` (imported lazily; see ``effreason.generation.vllm``)."""
 
     name = "vllm"
+    capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS})
 
     def __init__(self, model_path: str, tokenizer: Any, sampling: Sampling, *, adapter: str | None = None,
-                 dtype: str | None = None, max_model_len: int | None = None, **engine_kwargs: Any):
+                 dtype: str | None = None, max_model_len: int | None = None, methods: dict[str, dict] | None = None,
+                 **engine_kwargs: Any):
         from effreason.generation import vllm as vllm_gen
 
         self._gen = vllm_gen
         self.tokenizer, self.sampling = tokenizer, sampling
+        logits = vllm_logits(methods or {})
+        if logits.processors:
+            engine_kwargs["logits_processors"] = list(logits.processors)
+        self.extra_args = logits.extra_args or None
         self.llm = vllm_gen.load_vllm(model_path, dtype=dtype, max_model_len=max_model_len, seed=sampling.seed,
                                       enable_lora=adapter is not None, **engine_kwargs)
         self.lora = vllm_gen.lora_request(adapter) if adapter else None
@@ -98,7 +113,7 @@ class VLLMBackend:
         return self._gen.generate_vllm(
             self.llm, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens, n=n,
             temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-            seeds=None if self.sampling.greedy else seeds, lora=self.lora,
+            seeds=None if self.sampling.greedy else seeds, lora=self.lora, extra_args=self.extra_args,
         )
 
     def close(self) -> None:
@@ -108,12 +123,24 @@ class VLLMBackend:
             core.shutdown()
 
 
+#: What each backend can run, known before a model is loaded (``check_backend``).
+BACKEND_CAPABILITIES: dict[str, frozenset[Capability]] = {"hf": HFBackend.capabilities,
+                                                           "vllm": VLLMBackend.capabilities}
+
+
 def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | None = None, dtype: str | None = None,
                   device: str | None = None, batch_size: int = 64, methods: dict[str, dict] | None = None,
                   max_model_len: int | None = None) -> Backend:
-    """Load the model for a backend (``"hf"`` or ``"vllm"``)."""
+    """Load the model for a backend (``"hf"`` or ``"vllm"``), refusing methods it cannot run.
+
+    Args:
+        methods: ``{method name: settings}`` of the methods whose hooks the backend applies.
+    """
     from effreason.models import load_model_and_tokenizer, load_tokenizer, resolve_model_path
 
+    if name not in BACKEND_CAPABILITIES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(BACKEND_CAPABILITIES)}")
+    check_backend(methods or {}, name)
     if name == "hf":
         model_obj, tokenizer = load_model_and_tokenizer(model, adapter=adapter, dtype=dtype, device=device)
         return HFBackend(model_obj, tokenizer, sampling, batch_size=batch_size, methods=methods)
@@ -127,5 +154,5 @@ def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | N
             positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
             max_model_len = min(max_model_len, positions) if positions else max_model_len
         return VLLMBackend(path, load_tokenizer(path), sampling, adapter=adapter, dtype=dtype,
-                           max_model_len=max_model_len)
-    raise ValueError(f"unknown backend {name!r}; expected 'hf' or 'vllm'")
+                           max_model_len=max_model_len, methods=methods)
+    raise AssertionError(f"backend {name!r} is declared but not built")

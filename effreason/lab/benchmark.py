@@ -1,0 +1,39 @@
+"""The lab as two benchmarks (``lab``: the test split, ``lab_hard``: the hard split), found by name.
+
+``effreason.benchmarks`` imports this module the first time either name is looked up
+(``BENCHMARK_MODULES``), so evaluation knows the lab only through these specs: rows made in-process,
+graded exactly, the lab-word answer lead-in for budget forcing, and a completion cap that fits the
+lab model's 512 positions (lab traces stay under ~300 tokens).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from effreason.benchmarks import BenchmarkSpec
+from effreason.lab.traces import ANSWER_PREFIX
+
+if TYPE_CHECKING:
+    import datasets
+
+#: Forced after ``</think>``: the lab tokenizer is word-level, so the lead-in uses lab words only.
+LAB_ANSWER_PREFIX = " " + ANSWER_PREFIX
+LAB_MAX_NEW_TOKENS = 384
+
+
+def load_lab_split(split: str) -> datasets.Dataset:
+    """A lab split (``train``, ``test`` or ``hard``) as a benchmark Dataset."""
+    from effreason.lab.datasets import lab_dataset  # datasets is heavy: imported when rows are wanted
+
+    return lab_dataset(split)
+
+
+def _lab_spec(name: str, splits: dict[str, str]) -> BenchmarkSpec:
+    return BenchmarkSpec(name=name, splits=splits, loader=load_lab_split, grading_mode="exact", instruction=None,
+                         answer_prefix=LAB_ANSWER_PREFIX, max_new_tokens=LAB_MAX_NEW_TOKENS)
+
+
+BENCHMARK_SPECS = (
+    _lab_spec("lab", {"train": "train", "test": "test"}),
+    _lab_spec("lab_hard", {"test": "hard", "hard": "hard"}),
+)
