@@ -270,3 +270,36 @@ def test_eval_instruction_reaches_benchmark_prompts(lab_tokenizer, tmp_path):
         assert b.prompt_ids[: len(a.prompt_ids) - 3] == a.prompt_ids[: len(a.prompt_ids) - 3]
         assert "level short" in b.prompt and "level short" not in a.prompt
         assert len(b.prompt_ids) == len(a.prompt_ids) + 2
+
+
+def test_training_library_stays_below_the_lab_and_holds_no_recipes_module():
+    package = ROOT / "effreason"
+    assert not list(package.rglob("recipes.py"))
+    for path in (package / "training").glob("*.py"):
+        assert "effreason.lab" not in path.read_text(), path
+
+
+def test_evaluate_model_builds_the_eval_config_and_reevaluates_other_settings(monkeypatch, tmp_path):
+    from effreason.evaluation import posttrain, runner
+    from effreason.evaluation.config import EvalConfig
+    from effreason.evaluation.store import ConfigMismatchError
+
+    seen = []
+
+    def fake_run_eval(cfg):
+        seen.append(cfg)
+        if len(seen) == 1:
+            raise ConfigMismatchError(tmp_path, {"model": ("a", "b")})
+        return {"accuracy": 1.0, "tokens_mean": 3.0}
+
+    monkeypatch.setattr(runner, "run_eval", fake_run_eval)
+    args = EvalArguments(eval_limit=6, eval_max_new_tokens=64)
+    posttrain.evaluate_model(args, tmp_path, "start", "lab", instruction="level short", data_dir="/data")
+    expected = EvalConfig(output=str(tmp_path / "eval" / "start"), benchmark="lab", split="test", limit=6,
+                          data_dir="/data", model="lab", adapter=None, instruction="level short", backend="hf",
+                          max_new_tokens=64, batch_size=None, progress=False)
+    assert seen[0] == expected and seen[1] == replace(expected, overwrite=True)
+    with_budgets = replace(args, eval_budgets=[32, 16], eval_methods={"nowait": {}})
+    seen.clear()
+    posttrain.evaluate_model(with_budgets, tmp_path, "b", "lab")
+    assert seen[0].budgets == [16, 32] and seen[0].methods == {"nowait": {}}

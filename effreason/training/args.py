@@ -78,8 +78,7 @@ class TLDRArguments(TrainingDataArguments):
         "help": "uniform (one random level per problem) or all (every level of each problem, consecutive; use "
                 "with shuffle_dataset: false)"})
     lab_level_warmup_steps: int = field(default=0, metadata={
-        "help": "on the lab: SFT steps on level-styled lab traces before RL (0: none); see "
-                "effreason.lab.trainers.levels"})
+        "help": "on the lab: SFT steps on level-styled lab traces before RL (0: none; recipes/tldr.py)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -127,7 +126,7 @@ def parse_config(types: Sequence[type], argv: Sequence[str], default_config: str
     """Parse one instance of each dataclass in ``types`` from ``--config`` YAML and CLI flags.
 
     Args:
-        types: the dataclasses, e.g. ``(RecipeArguments, GRPOConfig, ModelConfig)``.
+        types: the dataclasses, e.g. ``(LGRPOArguments, EvalArguments, GRPOConfig, ModelConfig)``.
         argv: command-line arguments without the program name.
         default_config: YAML used when ``argv`` has no ``--config``.
 
