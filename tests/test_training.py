@@ -111,6 +111,7 @@ def test_stage_overrides_apply_to_a_copy_and_reject_typos_and_layout_keys():
 def test_command_line_keys():
     assert command_line_keys(["--config", "x.yaml", "--stage", "2", "--max_steps=20", "--use_peft", "-v"]) == {
         "stage", "max_steps", "use_peft"}
+    assert "shuffle_dataset" in command_line_keys(["--no_shuffle_dataset"])
 
 
 def _stage(argv: list[str], stage: str):

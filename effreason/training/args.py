@@ -180,4 +180,5 @@ def command_line_keys(argv: Sequence[str]) -> set[str]:
     user typed, because the command line wins over a stage's block of the YAML.
     """
     keys = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and len(a) > 2}
+    keys |= {k[3:] for k in keys if k.startswith("no_")}  # HfArgumentParser's --no_<flag> for a true default
     return keys - {"config"}
