@@ -44,6 +44,7 @@ logger = logging.getLogger("recipes.sft")
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
+    from effreason.evaluation.posttrain import evaluate_model, write_comparison
     from effreason.jsonl import write_json
     from effreason.models import load_model_and_tokenizer, load_tokenizer, resolve_model_path
     from effreason.sft.args import parse_sft_args
@@ -57,16 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     from effreason.sft.report import data_figures, target_figures
     from effreason.sft.train import train_variant, trained_model
-    from effreason.training.run import configure_wandb, evaluate, write_comparison
+    from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    recipe, sft, model_args = parse_sft_args(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
+    recipe, eval_args, sft, model_args = parse_sft_args(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
     configure_wandb(sft)
     state = PartialState()
     root, start = Path(sft.output_dir), model_args.model_name_or_path
     data_dir, clock, seconds = root / "data", time.perf_counter(), {}
     if state.is_main_process:
-        write_json(root / "sft_config.json", {"recipe": asdict(recipe), "sft": sft.to_dict(),
+        write_json(root / "sft_config.json", {"recipe": {**asdict(recipe), **asdict(eval_args)}, "sft": sft.to_dict(),
                                               "model": asdict(model_args)})
 
     # ---- 0. lab only: a slippy overthinker as the start model (see effreason.lab.trainers.warmup); data built with
@@ -125,20 +126,22 @@ def main(argv: list[str] | None = None) -> int:
         seconds[f"train_{name}"] = time.perf_counter() - tic
 
     # ---- 4. eval suite on each trained model (and the start model), comparison table and plot
-    if recipe.eval_benchmark and state.is_main_process:
+    if eval_args.eval_benchmark and state.is_main_process:
         runs = {}
         if recipe.eval_start:
             tic = time.perf_counter()
-            runs["start"] = evaluate(recipe, root, "start", resolve_model_path(start), instruction=recipe.instruction)
+            runs["start"] = evaluate_model(eval_args, root, "start", resolve_model_path(start),
+                                           instruction=recipe.instruction, data_dir=recipe.data_dir)
             seconds["eval_start"] = time.perf_counter() - tic
         for name, info in trained.items():
             tic = time.perf_counter()
             model, adapter = trained_model(info)
-            runs[name] = evaluate(recipe, root, name, model, adapter, instruction=recipe.instruction)
+            runs[name] = evaluate_model(eval_args, root, name, model, adapter, instruction=recipe.instruction,
+                                        data_dir=recipe.data_dir)
             seconds[f"eval_{name}"] = time.perf_counter() - tic
         baseline = "unpruned" if "unpruned" in runs else next(iter(runs))
         table = write_comparison(root, runs, baseline, f"SFT on pruned traces ({recipe.traces}, ratio "
-                                 f"{recipe.prune_ratio}): {recipe.eval_benchmark}")
+                                 f"{recipe.prune_ratio}): {eval_args.eval_benchmark}")
         seconds["total"] = time.perf_counter() - clock
         summary = {"seconds": seconds, "data": data_figures(variant_rows, prune_summary, load_tokenizer(start)),
                    "train": trained, "eval": {k: _eval_figures(v) for k, v in runs.items()},

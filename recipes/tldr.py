@@ -1,29 +1,102 @@
 """TLDR: one model that obeys a length level in its prompt (arXiv 2505.07961).
 
-GRPO on TRL's ``GRPOTrainer`` with a length-penalised reward: each training prompt gets a level
-(short / medium / long, drawn uniformly) whose instruction is appended to the prompt, and each level
-has its own token budget ``B_l`` and weight ``lambda_l``::
+GRPO on TRL's ``GRPOTrainer`` (via ``effreason.training.grpo.EfficientGRPOTrainer``) with a
+length-penalised reward: each training prompt gets a level (short / medium / long) whose instruction is
+appended to the prompt, and each level has its own token budget ``B_l`` and weight ``lambda_l``::
 
     r = 1[correct] - lambda_l * max(0, L - B_l) / B_l
 
-(``effreason.rewards.TLDRLength``; the paper does not specify ``P(L)``, the weights or the prompt
-wording: these are the project's choices.) After training, the start model and the trained model
-at every level are evaluated with the eval suite and compared (``comparison.md`` / ``.png``).
+(``effreason.rewards.TLDRLength``). How ours differs from the paper:
+
+1. The paper does not specify the level distribution ``P(L)``, the weights or the prompt wording: these
+   are the project's choices (``levels:``; ``level_sampling: uniform`` draws one level per problem,
+   ``all`` puts every level of a problem in one batch, to contrast the levels on the same problem).
+2. An optional floor ``F_l`` per level penalises completions shorter than it (without floors every
+   level drifted to the shortest traces on the lab).
+3. On the lab only: the level words' embeddings are re-drawn (``reinit_embeddings``, the lab model never
+   read them) and a short SFT warm-up on level-styled lab traces (``lab_level_warmup_steps``,
+   ``effreason.lab.trainers.levels``) precedes RL; the comparison reports the warm-up alone
+   (``warmup-*``) next to the TLDR-trained levels.
+
+After training, the start model and the trained model at every level are evaluated with the eval suite
+and compared (``comparison.md`` / ``.png`` in ``output_dir``).
 
     accelerate launch recipes/tldr.py                         # the lab default (CPU, minutes)
     accelerate launch recipes/tldr.py --config recipes/configs/qwen1.5b/tldr.yaml
 """
 
+import logging
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from effreason.training.recipes import run_tldr
-
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "lab" / "tldr.yaml"
+logger = logging.getLogger("recipes.tldr")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_tldr(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
+    from accelerate import PartialState
+
+    from effreason.evaluation.posttrain import EvalModel, evaluate_and_compare
+    from effreason.training.args import TLDRArguments, parse_recipe_args
+    from effreason.training.builders import (
+        build_grpo_trainer,
+        build_stage_rewards,
+        grpo_details,
+        trained_policy,
+    )
+    from effreason.training.checkpoints import train_once
+    from effreason.training.data import add_length_levels, level_reward_specs, parse_levels, training_dataset
+    from effreason.training.stages import describe_stage, save_stage_config
+    from effreason.training.tracking import configure_wandb
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    recipe, eval_args, grpo, model_args = parse_recipe_args(TLDRArguments, sys.argv[1:] if argv is None else argv,
+                                                            DEFAULT_CONFIG)
+    configure_wandb(grpo)
+    state, root, start_model = PartialState(), Path(grpo.output_dir), model_args.model_name_or_path
+
+    # ---- 0. levels, the levelled prompts and the rewards (each level's budget and lambda), before any training
+    levels = parse_levels(recipe.levels)
+    data = add_length_levels(training_dataset(recipe), levels, seed=grpo.seed, sampling=recipe.level_sampling)
+    if recipe.level_sampling == "all" and grpo.shuffle_dataset:
+        logger.warning("level_sampling: all with shuffle_dataset: true scatters a problem's levels over batches")
+    funcs, weights = build_stage_rewards(level_reward_specs(recipe.rewards, levels), grpo, "rewards")
+
+    # ---- 1. lab only: teach the start model to read the level words (SFT on level-styled lab traces)
+    if recipe.lab_level_warmup_steps:
+        from effreason.lab.trainers.levels import warm_started_model
+        from effreason.models import resolve_model_path
+
+        with state.main_process_first():
+            warm = warm_started_model(resolve_model_path(start_model), root / "level_warmup",
+                                      {lvl.name: lvl.instruction for lvl in levels},
+                                      steps=recipe.lab_level_warmup_steps, reinit_words=recipe.reinit_embeddings,
+                                      seed=grpo.seed)
+        model_args = replace(model_args, model_name_or_path=warm)
+        recipe = replace(recipe, reinit_embeddings=[])  # the warm-up re-drew them before its SFT
+
+    # ---- 2. GRPO with the level-budgeted length reward
+    if state.is_main_process:
+        save_stage_config(grpo.output_dir, describe_stage("tldr", {}, ()), grpo, recipe, model_args)
+    build = partial(build_grpo_trainer, grpo, model_args, data, funcs, weights,
+                    reinit_embeddings=recipe.reinit_embeddings, dynamic_sampling=recipe.dynamic_sampling,
+                    vllm_dtype=recipe.vllm_dtype)
+    info = train_once(build, grpo.output_dir, grpo.resume_from_checkpoint,
+                      skip_finished=bool(grpo.resume_from_checkpoint), details=grpo_details)
+
+    # ---- 3. the eval suite: the start model, the warm-up alone and the trained model at every level
+    if eval_args.eval_benchmark and state.is_main_process:
+        model, adapter = trained_policy(info, model_args.model_name_or_path)
+        models = {"start": EvalModel(start_model)}
+        if recipe.lab_level_warmup_steps:
+            models.update({f"warmup-{lvl.name}": EvalModel(model_args.model_name_or_path, instruction=lvl.instruction)
+                           for lvl in levels})
+        models.update({lvl.name: EvalModel(model, adapter, lvl.instruction) for lvl in levels})
+        print(evaluate_and_compare(eval_args, root, models, baseline="start", data_dir=recipe.data_dir,
+                                   title=f"TLDR on {recipe.dataset}: {eval_args.eval_benchmark}"))
+    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ def test_lgrpo_both_stages_train_save_log_and_compare(tmp_path):
         for key in ("completions/mean_length", "completions/tokens_p90", "reward/frac_all_correct_groups",
                     "clip_ratio/high_mean", "dynamic_sampling/kept_groups", "entropy"):
             assert key in rows[0], (stage, key, sorted(rows[0]))
+    stage2 = json.loads((out / "stage2" / "stage_config.json").read_text())  # the resolved settings, saved
+    assert stage2["from_stage_block"]["max_steps"] == 2 and stage2["grpo"]["max_steps"] == 2
+    assert stage2["recipe"]["rewards"][0]["name"] == "lgrpo"
     assert "rewards/correctness/mean" in log_rows(out / "stage1" / "train_log.jsonl")[0]
     assert "rewards/lgrpo/mean" in log_rows(out / "stage2" / "train_log.jsonl")[0]
     rows = {r["run"]: r for r in json.loads((out / "comparison.json").read_text())}

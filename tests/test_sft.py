@@ -115,8 +115,9 @@ def test_shipped_configs_parse(config):
 
     # GPU configs ask for bf16, which TrainingArguments refuses on a CPU-only machine
     cpu = [] if torch.cuda.is_available() else ["--bf16", "false"]
-    recipe, sft, model = parse_sft_args(["--config", str(config), *cpu])
+    recipe, eval_args, sft, model = parse_sft_args(["--config", str(config), *cpu])
     assert isinstance(recipe, SFTRecipeArguments) and sft.output_dir and model.model_name_or_path
+    assert eval_args.eval_benchmark in ("lab", "math500")
     assert sft.completion_only_loss is not False
 
 

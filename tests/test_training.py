@@ -1,39 +1,75 @@
 """The RL recipes' library code: config parsing, stage overrides, data and levels, dynamic sampling."""
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from effreason.evaluation.posttrain import EvalArguments
 from effreason.format import with_instruction
-from effreason.training.args import RecipeArguments, parse_recipe_args
-from effreason.training.data import add_length_levels, parse_levels, training_dataset
+from effreason.training.args import (
+    LGRPOArguments,
+    TLDRArguments,
+    TrainingDataArguments,
+    command_line_keys,
+    parse_recipe_args,
+)
+from effreason.training.builders import build_stage_rewards
+from effreason.training.checkpoints import resume_point
+from effreason.training.data import add_length_levels, level_reward_specs, parse_levels, training_dataset
 from effreason.training.grpo import uninformative_groups
-from effreason.training.recipes import _with_levels
-from effreason.training.run import resume_point, stage_args
+from effreason.training.stages import stage_args
 
 ROOT = Path(__file__).resolve().parents[1]
-RL_CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*/lgrpo*.yaml")) + sorted(
-    (ROOT / "recipes" / "configs").glob("*/tldr*.yaml"))
+CONFIGS = ROOT / "recipes" / "configs"
+LGRPO_CONFIGS = sorted(CONFIGS.glob("*/lgrpo*.yaml"))
+TLDR_CONFIGS = sorted(CONFIGS.glob("*/tldr*.yaml"))
+DEFAULT_LGRPO = CONFIGS / "lab" / "lgrpo.yaml"
 
 
-@pytest.mark.parametrize("config", RL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_shipped_rl_config_parses(config):
-    # bf16 needs a GPU to construct the config; everything else is checked as shipped
-    recipe, grpo, model = parse_recipe_args(["--config", str(config), "--bf16", "false"])
-    assert model.model_name_or_path
+def _offline(config: Path, benchmarks_dir: Path) -> list[str]:
+    # bf16 needs a GPU to construct the config; real-model configs read the offline benchmark copies
+    return ["--config", str(config), "--bf16", "false", "--data_dir", str(benchmarks_dir)]
+
+
+@pytest.mark.parametrize("config", LGRPO_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_lgrpo_config_builds_its_stages(config, benchmarks_dir):
+    argv = _offline(config, benchmarks_dir)
+    recipe, eval_args, grpo, model = parse_recipe_args(LGRPOArguments, argv)
+    assert model.model_name_or_path and isinstance(eval_args, EvalArguments)
     assert grpo.num_generations >= 2 and grpo.output_dir
-    assert recipe.rewards or recipe.stage == "both"
-    for overrides in (recipe.stage1, recipe.stage2):
-        stage_args(grpo, recipe, overrides, "/tmp/x")  # raises on a typo in a stage section
-    if recipe.levels:
-        assert [lvl.name for lvl in parse_levels(recipe.levels)] == ["short", "medium", "long"]
+    for name, block in (("stage1", recipe.stage1), ("stage2", recipe.stage2)):
+        g, r = stage_args(grpo, recipe, block, f"/tmp/{name}", command_line_keys(argv))
+        funcs, weights = build_stage_rewards(r.rewards, g, name)
+        assert len(funcs) == len(weights) >= 1
+        data = training_dataset(replace(r, dataset_limit=4))
+        assert len(data) == 4 and data.column_names == ["id", "prompt", "answer"]
+
+
+@pytest.mark.parametrize("config", TLDR_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_tldr_config_builds_its_rewards_and_levelled_data(config, benchmarks_dir):
+    recipe, _, grpo, model = parse_recipe_args(TLDRArguments, _offline(config, benchmarks_dir))
+    levels = parse_levels(recipe.levels)
+    assert [lvl.name for lvl in levels] == ["short", "medium", "long"]
+    funcs, _ = build_stage_rewards(level_reward_specs(recipe.rewards, levels), grpo, "rewards")
+    assert funcs
+    data = add_length_levels(training_dataset(replace(recipe, dataset_limit=4)), levels, seed=grpo.seed,
+                             sampling=recipe.level_sampling)
+    assert "length_level" in data.column_names
+
+
+@pytest.mark.parametrize("recipe_type, config, key", [
+    (TLDRArguments, DEFAULT_LGRPO, "stage"), (LGRPOArguments, CONFIGS / "lab" / "tldr.yaml", "levels")])
+def test_one_recipes_keys_are_unknown_to_the_other(recipe_type, config, key):
+    with pytest.raises(ValueError, match=f"unknown setting.*'{key}'"):
+        parse_recipe_args(recipe_type, ["--config", str(config)])
 
 
 def test_default_config_used_without_config_flag_and_cli_overrides_it():
-    default = ROOT / "recipes" / "configs" / "lab" / "lgrpo.yaml"
-    recipe, grpo, model = parse_recipe_args(["--max_steps", "3", "--stage", "2"], str(default))
+    recipe, _, grpo, model = parse_recipe_args(LGRPOArguments, ["--max_steps", "3", "--stage", "2"], str(DEFAULT_LGRPO))
     assert model.model_name_or_path == "lab"
     assert grpo.max_steps == 3 and recipe.stage == "2"
     assert grpo.epsilon_high == 0.28 and grpo.loss_type == "dapo"
@@ -43,24 +79,23 @@ def test_yaml_typo_is_an_error_with_a_suggestion(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model_name_or_path: lab\noutput_dir: x\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match=r"learning_rat.*did you mean 'learning_rate'"):
-        parse_recipe_args(["--config", str(cfg)])
+        parse_recipe_args(LGRPOArguments, ["--config", str(cfg)])
 
 
 def test_cli_typo_is_an_error():
     with pytest.raises(ValueError, match=r"the command line: 'warmup_stepz'"):
-        parse_recipe_args(["--warmup_stepz", "4", "--output_dir", "x", "--bf16", "false"])
+        parse_recipe_args(LGRPOArguments, ["--warmup_stepz", "4", "--output_dir", "x", "--bf16", "false"])
 
 
 def test_reward_spec_json_on_the_command_line():
-    recipe = RecipeArguments(rewards=['{"name": "lgrpo", "alpha": 0.5}', "format"])
+    recipe = TrainingDataArguments(rewards=['{"name": "lgrpo", "alpha": 0.5}', "format"])
     assert recipe.rewards == [{"name": "lgrpo", "alpha": 0.5}, "format"]
     with pytest.raises(ValueError, match="does not parse"):
-        RecipeArguments(rewards=["{name: lgrpo"])
+        TrainingDataArguments(rewards=["{name: lgrpo"])
 
 
 def test_stage_overrides_apply_to_a_copy_and_reject_typos_and_layout_keys():
-    default = ROOT / "recipes" / "configs" / "lab" / "lgrpo.yaml"
-    recipe, grpo, _ = parse_recipe_args(["--config", str(default)])
+    recipe, _, grpo, _ = parse_recipe_args(LGRPOArguments, ["--config", str(DEFAULT_LGRPO)])
     g1, r1 = stage_args(grpo, recipe, {"max_steps": 7, "rewards": ["correctness"], "entropy_coef": 0.01}, "/tmp/s1")
     assert (g1.max_steps, g1.entropy_coef, g1.output_dir) == (7, 0.01, "/tmp/s1")
     assert r1.rewards == ["correctness"]
@@ -69,6 +104,56 @@ def test_stage_overrides_apply_to_a_copy_and_reject_typos_and_layout_keys():
         stage_args(grpo, recipe, {"max_step": 3}, "/tmp/s1")
     with pytest.raises(ValueError, match="num_generations"):
         stage_args(grpo, recipe, {"num_generations": 4}, "/tmp/s1")
+    with pytest.raises(ValueError, match="stage"):
+        stage_args(grpo, recipe, {"stage": "2"}, "/tmp/s1")
+
+
+def test_command_line_keys():
+    assert command_line_keys(["--config", "x.yaml", "--stage", "2", "--max_steps=20", "--use_peft", "-v"]) == {
+        "stage", "max_steps", "use_peft"}
+    assert "shuffle_dataset" in command_line_keys(["--no_shuffle_dataset"])
+
+
+def _stage(argv: list[str], stage: str):
+    recipe, _, grpo, _ = parse_recipe_args(LGRPOArguments, argv, str(DEFAULT_LGRPO))
+    block = recipe.stage1 if stage == "1" else recipe.stage2
+    return stage_args(grpo, recipe, block, f"/tmp/stage{stage}", command_line_keys(argv))
+
+
+def test_precedence_a_single_stage_gets_its_block():
+    """The README's `--stage 2 --max_steps 20`: stage 2's block (the L-GRPO reward) applies; the flag wins."""
+    g, r = _stage(["--stage", "2", "--max_steps", "20"], "2")
+    assert r.rewards == [{"name": "lgrpo", "alpha": 0.5, "mode": "exact"}]
+    assert (g.max_steps, g.learning_rate, r.dynamic_sampling) == (20, 2.0e-4, True)
+
+
+def test_precedence_the_command_line_beats_a_stage_block():
+    g1, _ = _stage(["--max_steps", "0"], "1")
+    g2, r2 = _stage(["--max_steps", "0", "--learning_rate", "1e-5"], "2")
+    assert g1.max_steps == g2.max_steps == 0 and g2.learning_rate == 1e-5
+    assert r2.rewards[0]["name"] == "lgrpo"  # the rest of the block still applies
+    g, _ = _stage([], "2")
+    assert (g.max_steps, g.learning_rate) == (30, 2.0e-4)  # YAML block over YAML top level
+
+
+def test_a_stage2_reward_typo_fails_at_start_up_naming_the_key(tmp_path):
+    """Before any training (the recipe builds every stage's rewards first), in well under 30 s."""
+    import subprocess
+    import sys
+
+    config = yaml.safe_load(DEFAULT_LGRPO.read_text())
+    config["stage2"]["rewards"] = [{"name": "lgrpo", "alpah": 0.5}]
+    config.update(output_dir=str(tmp_path / "out"), report_to="none")
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    clock = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "lgrpo.py"), "--config", str(cfg)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - clock
+    assert proc.returncode != 0
+    assert "stage2 rewards" in proc.stderr and "'alpah'" in proc.stderr and "did you mean 'alpha'" in proc.stderr
+    assert not (tmp_path / "out" / "stage1" / "training_done.json").exists()
+    assert seconds < 30, seconds
 
 
 def test_with_instruction_appends_to_the_last_user_message():
@@ -84,11 +169,11 @@ def test_levels_parse_validate_and_fill_the_tldr_reward():
     levels = parse_levels({"short": {"budget": 48, "lambda": 2.0}, "long": {"budget": 200}})
     assert [(lv.name, lv.budget, lv.lam, lv.instruction) for lv in levels] == [
         ("short", 48, 2.0, "level short"), ("long", 200, 1.0, "level long")]
-    spec = _with_levels({"name": "tldr", "mode": "exact"}, levels)
+    spec, plain = level_reward_specs([{"name": "tldr", "mode": "exact"}, "correctness"], levels)
     assert spec["budgets"] == {"short": 48, "long": 200} and spec["lambdas"] == {"short": 2.0, "long": 1.0}
-    assert _with_levels("correctness", levels) == "correctness"
+    assert plain == "correctness"
     floored = parse_levels({"long": {"budget": 320, "floor": 128}})
-    assert _with_levels("tldr", floored)["floors"] == {"long": 128}
+    assert level_reward_specs(["tldr"], floored)[0]["floors"] == {"long": 128}
     with pytest.raises(ValueError, match="long.floor"):
         parse_levels({"long": {"budget": 100, "floor": 100}})
     for bad, match in [({"short": {"budget": 0}}, "short.budget"), ({"short": {"budget": 5, "lamda": 1}}, "lamda"),
@@ -98,7 +183,7 @@ def test_levels_parse_validate_and_fill_the_tldr_reward():
 
 
 def test_length_levels_are_seeded_uniform_and_in_the_prompt():
-    recipe = RecipeArguments(dataset="lab", dataset_split="train", dataset_limit=300)
+    recipe = TrainingDataArguments(dataset="lab", dataset_split="train", dataset_limit=300)
     data = training_dataset(recipe)
     assert data.column_names == ["id", "prompt", "answer"] and len(data) == 300
     levels = parse_levels({"short": {"budget": 48}, "medium": {"budget": 96}, "long": {"budget": 192}})
@@ -111,7 +196,7 @@ def test_length_levels_are_seeded_uniform_and_in_the_prompt():
 
 
 def test_all_levels_sampling_keeps_a_problems_levels_consecutive():
-    data = training_dataset(RecipeArguments(dataset="lab", dataset_split="train", dataset_limit=5))
+    data = training_dataset(TrainingDataArguments(dataset="lab", dataset_split="train", dataset_limit=5))
     levels = parse_levels({"short": {"budget": 48}, "long": {"budget": 192}})
     out = add_length_levels(data, levels, seed=1, sampling="all")
     assert len(out) == 10 and out["length_level"] == ["short", "long"] * 5
@@ -124,7 +209,7 @@ def test_all_levels_sampling_keeps_a_problems_levels_consecutive():
 
 def test_unknown_dataset_is_named():
     with pytest.raises(ValueError, match="neither a benchmark"):
-        training_dataset(RecipeArguments(dataset="nope"))
+        training_dataset(TrainingDataArguments(dataset="nope"))
 
 
 def test_uninformative_groups():
@@ -146,10 +231,12 @@ def test_resume_point(tmp_path):
         resume_point(tmp_path, str(tmp_path / "missing"))
 
 
-def test_recipe_arguments_reject_bad_stage():
+def test_recipe_arguments_reject_bad_stage_and_sampling():
     with pytest.raises(ValueError, match="stage must be"):
-        RecipeArguments(stage="3")
-    assert replace(RecipeArguments(), eval_benchmark="none").eval_benchmark is None
+        LGRPOArguments(stage="3")
+    with pytest.raises(ValueError, match="level_sampling"):
+        TLDRArguments(level_sampling="some")
+    assert replace(EvalArguments(), eval_benchmark="none").eval_benchmark is None
 
 
 def test_reinit_token_embeddings_makes_unread_words_distinct(lab_tokenizer):
@@ -184,3 +271,36 @@ def test_eval_instruction_reaches_benchmark_prompts(lab_tokenizer, tmp_path):
         assert b.prompt_ids[: len(a.prompt_ids) - 3] == a.prompt_ids[: len(a.prompt_ids) - 3]
         assert "level short" in b.prompt and "level short" not in a.prompt
         assert len(b.prompt_ids) == len(a.prompt_ids) + 2
+
+
+def test_training_library_stays_below_the_lab_and_holds_no_recipes_module():
+    package = ROOT / "effreason"
+    assert not list(package.rglob("recipes.py"))
+    for path in (package / "training").glob("*.py"):
+        assert "effreason.lab" not in path.read_text(), path
+
+
+def test_evaluate_model_builds_the_eval_config_and_reevaluates_other_settings(monkeypatch, tmp_path):
+    from effreason.evaluation import posttrain, runner
+    from effreason.evaluation.config import EvalConfig
+    from effreason.evaluation.store import ConfigMismatchError
+
+    seen = []
+
+    def fake_run_eval(cfg):
+        seen.append(cfg)
+        if len(seen) == 1:
+            raise ConfigMismatchError(tmp_path, {"model": ("a", "b")})
+        return {"accuracy": 1.0, "tokens_mean": 3.0}
+
+    monkeypatch.setattr(runner, "run_eval", fake_run_eval)
+    args = EvalArguments(eval_limit=6, eval_max_new_tokens=64)
+    posttrain.evaluate_model(args, tmp_path, "start", "lab", instruction="level short", data_dir="/data")
+    expected = EvalConfig(output=str(tmp_path / "eval" / "start"), benchmark="lab", split="test", limit=6,
+                          data_dir="/data", model="lab", adapter=None, instruction="level short", backend="hf",
+                          max_new_tokens=64, batch_size=None, progress=False)
+    assert seen[0] == expected and seen[1] == replace(expected, overwrite=True)
+    with_budgets = replace(args, eval_budgets=[32, 16], eval_methods={"nowait": {}})
+    seen.clear()
+    posttrain.evaluate_model(with_budgets, tmp_path, "b", "lab")
+    assert seen[0].budgets == [16, 32] and seen[0].methods == {"nowait": {}}

@@ -16,6 +16,7 @@ lists the valid ones. ``context`` fills parameters a spec leaves out, e.g. ``num
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib
@@ -158,7 +159,9 @@ def _check_params(obj: Callable, params: dict[str, Any], label: str, *, is_class
     valid = ", ".join(named) or "none"
     for key in params:
         if key not in named and not open_ended:
-            raise ValueError(f"{label}: unknown parameter {key!r}; valid parameters: {valid}")
+            close = difflib.get_close_matches(key, list(named), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{label}: unknown parameter {key!r}; valid parameters: {valid}{hint}")
     if is_class:
         missing = [k for k, p in named.items() if p.default is p.empty and k not in params]
         if missing:

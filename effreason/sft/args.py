@@ -1,4 +1,5 @@
-"""Configuration of ``recipes/sft.py``: TRL's ``SFTConfig`` and ``ModelConfig`` plus ``SFTRecipeArguments``.
+"""Configuration of ``recipes/sft.py``: TRL's ``SFTConfig`` and ``ModelConfig`` plus ``SFTRecipeArguments``
+and the shared ``effreason.evaluation.posttrain.EvalArguments``.
 
 ``--config file.yaml`` (TRL's ``TrlParser``: the YAML sets defaults, the command line overrides
 them, ``env:`` sets environment variables). A key that belongs to no dataclass is an error naming it
@@ -60,13 +61,6 @@ class SFTRecipeArguments:
         "help": "text appended to every problem in training and eval prompts; `math` = the boxed-answer "
                 "instruction"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message of every training prompt"})
-    eval_benchmark: str | None = field(default="lab", metadata={
-        "help": "benchmark each trained model is evaluated on (none: skip)"})
-    eval_split: str = field(default="test", metadata={"help": "split of the eval benchmark"})
-    eval_limit: int | None = field(default=None, metadata={"help": "first N eval problems only"})
-    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "eval completion cap"})
-    eval_batch_size: int | None = field(default=None, metadata={"help": "eval generation batch size"})
-    eval_backend: str = field(default="hf", metadata={"help": "eval backend: hf or vllm"})
     eval_start: bool = field(default=True, metadata={"help": "also evaluate the start model"})
     data_dir: str | None = field(default=None, metadata={"help": "offline benchmark copies for the eval"})
 
@@ -101,8 +95,6 @@ class SFTRecipeArguments:
             load_marker_config(self.prune_markers)  # likewise a bad marker file
         if self.traces == "lab" and self.num_traces == 0:
             raise ValueError("traces: lab needs num_traces >= 1 (how many lab traces to write)")
-        if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):
-            self.eval_benchmark = None
 
     def resolved_segmenter(self) -> str:
         """``lab`` for lab traces, ``paragraph`` otherwise, unless set."""
@@ -111,14 +103,15 @@ class SFTRecipeArguments:
         return "lab" if self.traces == "lab" else "paragraph"
 
 
-def parse_sft_args(argv: Sequence[str], default_config: str | None = None) -> tuple[Any, Any, Any]:
-    """Parse ``(SFTRecipeArguments, SFTConfig, ModelConfig)`` from ``--config`` YAML and CLI flags.
+def parse_sft_args(argv: Sequence[str], default_config: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """Parse ``(SFTRecipeArguments, EvalArguments, SFTConfig, ModelConfig)`` from ``--config`` YAML and CLI flags.
 
     Raises:
         ValueError: unknown keys in the YAML or on the command line (with suggestions).
     """
     from trl import ModelConfig, SFTConfig
 
+    from effreason.evaluation.posttrain import EvalArguments
     from effreason.training.args import parse_config
 
-    return parse_config((SFTRecipeArguments, SFTConfig, ModelConfig), argv, default_config)
+    return parse_config((SFTRecipeArguments, EvalArguments, SFTConfig, ModelConfig), argv, default_config)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ def build_sft_trainer(sft_args: Any, model_args: Any, train_dataset: Any, model_
     from trl import SFTTrainer, get_peft_config
 
     from effreason.models import load_tokenizer
-    from effreason.training.run import LOG_FILE, JsonlLogCallback
+    from effreason.training.tracking import LOG_FILE, JsonlLogCallback
 
     if sft_args.completion_only_loss is False:
         raise ValueError("completion_only_loss: false trains on the prompt tokens too; the SFT recipe needs the "
@@ -43,43 +40,20 @@ def train_variant(sft_args: Any, model_args: Any, train_dataset: Any, output_dir
     Returns:
         ``{"output_dir", "global_step", "train_runtime_s", "final_loss", "peft", "start"}``.
     """
-    from effreason.jsonl import write_json
     from effreason.models import resolve_model_path
-    from effreason.training.run import DONE_FILE, resume_point, stage_done
+    from effreason.training.checkpoints import train_once
 
-    out = Path(output_dir)
-    if stage_done(out):
-        logger.info("%s already trained (%s): skipping", name, out / DONE_FILE)
-        return json.loads((out / DONE_FILE).read_text(encoding="utf-8"))
     run_name = f"{sft_args.run_name}-{name}" if sft_args.run_name else name
-    args = replace(sft_args, output_dir=str(out), run_name=run_name)
+    args = replace(sft_args, output_dir=str(output_dir), run_name=run_name)
     start = resolve_model_path(model_args.model_name_or_path)
-    trainer = build_sft_trainer(args, model_args, train_dataset, start)
-    clock = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_point(out, args.resume_from_checkpoint))
-    wall = time.perf_counter() - clock
-    trainer.save_model(str(out))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    info = {"output_dir": str(out), "global_step": trainer.state.global_step, "train_runtime_s": wall,
-            "final_loss": losses[-1] if losses else None, "peft": bool(model_args.use_peft), "start": start,
-            "train_rows": len(train_dataset)}
-    if trainer.accelerator.is_main_process:
-        write_json(out / DONE_FILE, info)
-    trainer.accelerator.wait_for_everyone()
-    _finish_wandb(args)
-    del trainer
-    gc.collect()
-    return info
 
+    def details(trainer: Any, result: Any, resumed_from: Any) -> dict:
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        return {"final_loss": losses[-1] if losses else None, "peft": bool(model_args.use_peft), "start": start,
+                "train_rows": len(train_dataset)}
 
-def _finish_wandb(args: Any) -> None:
-    """Close this variant's wandb run, so the next variant logs to a run of its own."""
-    report_to = args.report_to or []
-    if "wandb" in report_to or report_to == "all":
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+    return train_once(lambda: build_sft_trainer(args, model_args, train_dataset, start), output_dir,
+                      args.resume_from_checkpoint, details=details)
 
 
 def trained_model(info: dict) -> tuple[str, str | None]:

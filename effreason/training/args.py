@@ -1,4 +1,7 @@
-"""Recipe configuration: TRL's ``GRPOConfig`` and ``ModelConfig`` plus effreason's ``RecipeArguments``.
+"""Recipe configuration: TRL's ``GRPOConfig`` and ``ModelConfig`` plus effreason's recipe arguments.
+
+``recipes/lgrpo.py`` parses ``LGRPOArguments``, ``recipes/tldr.py`` ``TLDRArguments`` (both share
+``TrainingDataArguments``), each with ``effreason.evaluation.posttrain.EvalArguments``.
 
 A recipe reads ``--config file.yaml`` (TRL's ``TrlParser``: the YAML sets defaults, the command line
 overrides them, ``env:`` sets environment variables). Keys that belong to no dataclass are an error
@@ -18,14 +21,15 @@ STAGE_CHOICES = ("1", "2", "both")
 
 
 @dataclass
-class RecipeArguments:
-    """What effreason adds to TRL's GRPO configuration (YAML keys at the top level)."""
+class TrainingDataArguments:
+    """What every RL recipe adds to TRL's GRPO configuration: data, rewards, dynamic sampling."""
 
     dataset: str = field(default="lab", metadata={"help": "lab, gsm8k, math500, ... (a benchmark name) or a "
                                                   "JSONL file of problems"})
     dataset_split: str = field(default="train", metadata={"help": "split of a benchmark dataset"})
     dataset_limit: int | None = field(default=None, metadata={"help": "first N training problems only"})
-    data_dir: str | None = field(default=None, metadata={"help": "offline benchmark copies (<dir>/<name>/<split>.jsonl)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "offline benchmark copies (<dir>/<name>/<split>.jsonl), for training and eval"})
     prompt_field: str = field(default="problem", metadata={"help": "problem text field of a JSONL dataset"})
     answer_field: str = field(default="answer", metadata={"help": "gold answer field of a JSONL dataset"})
     instruction: str | None = field(default=None, metadata={"help": "text appended to each JSONL problem; "
@@ -37,35 +41,51 @@ class RecipeArguments:
         "help": "mask groups whose rewards are all equal out of the loss (DAPO filter, no refill)"})
     vllm_dtype: str | None = field(default=None, metadata={
         "help": "dtype of the colocated vLLM engine (TRL passes none; on CPU vLLM would use bfloat16)"})
-    stage: str = field(default="1", metadata={"help": "lgrpo.py: 1 (GRPO++), 2 (L-GRPO) or both, in turn"})
-    stage1: dict = field(default_factory=dict, metadata={"help": "overrides for stage 1 (with stage: both)"})
-    stage2: dict = field(default_factory=dict, metadata={"help": "overrides for stage 2 (with stage: both)"})
-    levels: dict = field(default_factory=dict, metadata={
-        "help": "tldr.py: level -> {budget, lambda, instruction}"})
     reinit_embeddings: list[str] = field(default_factory=list, metadata={
         "help": "single tokens whose input embeddings are re-drawn before training (tokens a from-scratch "
                 "model never read, e.g. the lab's level words); empty for pretrained models"})
-    lab_level_warmup_steps: int = field(default=0, metadata={
-        "help": "tldr.py on the lab: SFT steps on level-styled lab traces before RL (0: none); see "
-                "effreason.lab.trainers.levels"})
-    level_sampling: str = field(default="uniform", metadata={
-        "help": "tldr.py: uniform (one random level per problem) or all (every level of each problem, "
-                "consecutive; use with shuffle_dataset: false)"})
-    eval_benchmark: str | None = field(default="lab", metadata={
-        "help": "benchmark evaluated before and after training (none: skip)"})
-    eval_split: str = field(default="test", metadata={"help": "split of the eval benchmark"})
-    eval_limit: int | None = field(default=None, metadata={"help": "first N eval problems only"})
-    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "eval completion cap"})
-    eval_batch_size: int | None = field(default=None, metadata={"help": "eval generation batch size"})
-    eval_backend: str = field(default="hf", metadata={"help": "eval backend: hf or vllm"})
 
     def __post_init__(self) -> None:
+        self.rewards = [_maybe_json(spec) for spec in self.rewards]
+
+
+@dataclass
+class LGRPOArguments(TrainingDataArguments):
+    """``recipes/lgrpo.py``: the data and rewards, plus which ConciseR stage(s) to train."""
+
+    stage: str = field(default="1", metadata={"help": "1 (GRPO++), 2 (L-GRPO) or both, in turn"})
+    stage1: dict = field(default_factory=dict, metadata={
+        "help": "stage 1's settings over the top level (the command line still wins)"})
+    stage2: dict = field(default_factory=dict, metadata={
+        "help": "stage 2's settings over the top level (the command line still wins)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.stage = str(self.stage)
         if self.stage not in STAGE_CHOICES:
             raise ValueError(f"stage must be one of {list(STAGE_CHOICES)}, got {self.stage!r}")
-        self.rewards = [_maybe_json(spec) for spec in self.rewards]
-        if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):
-            self.eval_benchmark = None
+
+
+LEVEL_SAMPLING = ("uniform", "all")
+
+
+@dataclass
+class TLDRArguments(TrainingDataArguments):
+    """``recipes/tldr.py``: the data and rewards, plus the length levels."""
+
+    levels: dict = field(default_factory=dict, metadata={"help": "level -> {budget, lambda, instruction, floor}"})
+    level_sampling: str = field(default="uniform", metadata={
+        "help": "uniform (one random level per problem) or all (every level of each problem, consecutive; use "
+                "with shuffle_dataset: false)"})
+    lab_level_warmup_steps: int = field(default=0, metadata={
+        "help": "on the lab: SFT steps on level-styled lab traces before RL (0: none; recipes/tldr.py)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.level_sampling not in LEVEL_SAMPLING:
+            raise ValueError(f"level_sampling must be one of {list(LEVEL_SAMPLING)}, got {self.level_sampling!r}")
+        if self.lab_level_warmup_steps < 0:
+            raise ValueError(f"lab_level_warmup_steps must be >= 0, got {self.lab_level_warmup_steps}")
 
 
 def _maybe_json(spec: Any) -> Any:
@@ -106,7 +126,7 @@ def parse_config(types: Sequence[type], argv: Sequence[str], default_config: str
     """Parse one instance of each dataclass in ``types`` from ``--config`` YAML and CLI flags.
 
     Args:
-        types: the dataclasses, e.g. ``(RecipeArguments, GRPOConfig, ModelConfig)``.
+        types: the dataclasses, e.g. ``(LGRPOArguments, EvalArguments, GRPOConfig, ModelConfig)``.
         argv: command-line arguments without the program name.
         default_config: YAML used when ``argv`` has no ``--config``.
 
@@ -140,8 +160,25 @@ def parse_config(types: Sequence[type], argv: Sequence[str], default_config: str
     return tuple(parsed)
 
 
-def parse_recipe_args(argv: Sequence[str], default_config: str | None = None) -> tuple[Any, Any, Any]:
-    """Parse ``(RecipeArguments, GRPOConfig, ModelConfig)`` for the RL recipes (see ``parse_config``)."""
+def parse_recipe_args(recipe_type: type, argv: Sequence[str], default_config: str | None = None) -> tuple:
+    """Parse ``(recipe_type, EvalArguments, GRPOConfig, ModelConfig)`` for an RL recipe (see ``parse_config``).
+
+    Args:
+        recipe_type: ``LGRPOArguments`` or ``TLDRArguments``: a key of the other recipe is unknown.
+    """
     from trl import GRPOConfig, ModelConfig
 
-    return parse_config((RecipeArguments, GRPOConfig, ModelConfig), argv, default_config)
+    from effreason.evaluation.posttrain import EvalArguments
+
+    return parse_config((recipe_type, EvalArguments, GRPOConfig, ModelConfig), argv, default_config)
+
+
+def command_line_keys(argv: Sequence[str]) -> set[str]:
+    """The setting names given as ``--key value`` / ``--key=value`` in ``argv`` (``--config`` excluded).
+
+    ``TrlParser`` merges YAML and command line into one object; the recipes need to know which values the
+    user typed, because the command line wins over a stage's block of the YAML.
+    """
+    keys = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and len(a) > 2}
+    keys |= {k[3:] for k in keys if k.startswith("no_")}  # HfArgumentParser's --no_<flag> for a true default
+    return keys - {"config"}

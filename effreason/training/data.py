@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 
 from effreason.format import resolve_instruction, with_instruction, with_system_prompt
+from effreason.training.args import LEVEL_SAMPLING
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def training_dataset(recipe: Any) -> Dataset:
     """The recipe's training prompts: a benchmark split (lab, gsm8k, ...) or a JSONL file of problems.
 
     Args:
-        recipe: ``RecipeArguments`` (``dataset``, ``dataset_split``, ``dataset_limit``, ``data_dir``,
+        recipe: ``TrainingDataArguments`` (``dataset``, ``dataset_split``, ``dataset_limit``, ``data_dir``,
             ``prompt_field``, ``answer_field``, ``instruction``, ``system_prompt``).
     """
     from effreason.benchmarks import BENCHMARKS, load_benchmark, load_jsonl_benchmark
@@ -96,9 +97,6 @@ def parse_levels(levels: Mapping[str, Any]) -> list[LengthLevel]:
     return out
 
 
-LEVEL_SAMPLING = ("uniform", "all")
-
-
 def add_length_levels(data: Dataset, levels: list[LengthLevel], seed: int, column: str = "length_level",
                       sampling: str = "uniform") -> Dataset:
     """Give prompts a level and append that level's instruction to them.
@@ -124,3 +122,22 @@ def add_length_levels(data: Dataset, levels: list[LengthLevel], seed: int, colum
     data = data.add_column(column, [lvl.name for lvl in drawn])
     return data.map(lambda row, i: {"prompt": with_instruction(row["prompt"], drawn[i].instruction)},
                     with_indices=True)
+
+
+def level_reward_specs(specs: list, levels: list[LengthLevel]) -> list:
+    """Reward specs with the ``tldr`` reward's budgets, lambdas and floors filled from ``levels``
+    (a setting the spec gives itself is kept)."""
+    return [_with_levels(spec, levels) for spec in specs]
+
+
+def _with_levels(spec: Any, levels: list[LengthLevel]) -> Any:
+    name = spec if isinstance(spec, str) else spec.get("name")
+    if name != "tldr":
+        return spec
+    spec = {"name": "tldr"} if isinstance(spec, str) else dict(spec)
+    spec.setdefault("budgets", {lvl.name: lvl.budget for lvl in levels})
+    spec.setdefault("lambdas", {lvl.name: lvl.lam for lvl in levels})
+    floors = {lvl.name: lvl.floor for lvl in levels if lvl.floor is not None}
+    if floors:
+        spec.setdefault("floors", floors)
+    return spec
