@@ -40,6 +40,7 @@ def log_rows(path: Path) -> list[dict]:
     return [row for row in map(json.loads, path.read_text().splitlines()) if "reward" in row]
 
 
+@pytest.mark.slow
 def test_lgrpo_both_stages_train_save_log_and_compare(tmp_path):
     out = tmp_path / "out"
     config = {**TINY, "output_dir": str(out), "stage": "both",
@@ -68,6 +69,7 @@ def test_lgrpo_both_stages_train_save_log_and_compare(tmp_path):
     assert (out / "eval" / "stage2" / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     out = tmp_path / "out"
     config = {**TINY, "output_dir": str(out), "stage": "2", "max_steps": 2, "eval_benchmark": "none",
@@ -87,6 +89,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert [r["step"] for r in log_rows(out / "train_log.jsonl")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_tldr_levels_in_prompts_reward_and_eval(tmp_path):
     out = tmp_path / "out"
     config = {**TINY, "output_dir": str(out), "max_steps": 2, "rewards": [{"name": "tldr", "mode": "exact"}],
@@ -100,6 +103,7 @@ def test_tldr_levels_in_prompts_reward_and_eval(tmp_path):
     assert "level short" in json.dumps(short_cfg)
 
 
+@pytest.mark.slow
 def test_lora_switch_trains_and_evaluates_an_adapter(tmp_path):
     out = tmp_path / "out"
     config = {**TINY, "output_dir": str(out), "stage": "2", "max_steps": 2, "save_strategy": "no",

@@ -188,6 +188,7 @@ def test_target_figures():
 # ---------------------------------------------------------------- the recipe, end to end
 
 
+@pytest.mark.slow
 def test_tiny_sft_run_end_to_end_and_resume(untrained_lab_dir, tmp_path):
     recipe = load_recipe()
     out = tmp_path / "run"

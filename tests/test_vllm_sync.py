@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("vllm", reason="needs the vllm module (bash launch/install_vllm.sh)")
 
 
+@pytest.mark.slow
 @pytest.mark.vllm
 def test_grpo_colocate_weight_sync_on_cpu_matches_hf():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}

@@ -32,7 +32,7 @@ class EvalArguments:
     eval_budgets: list[int] = field(default_factory=list, metadata={
         "help": "also evaluate each model with these thinking budgets (tokens, s1-style forcing)"})
     eval_methods: dict = field(default_factory=dict, metadata={
-        "help": "generation-method settings by method name (as `effreason eval --methods`)"})
+        "help": "generation-method settings by method name, e.g. {budget_forcing: {budgets: [64, 128]}} (the eval CLI sets them with each method's flags)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):
