@@ -300,7 +300,7 @@ def test_evaluate_model_builds_the_eval_config_and_reevaluates_other_settings(mo
                           data_dir="/data", model="lab", adapter=None, instruction="level short", backend="hf",
                           max_new_tokens=64, batch_size=None, progress=False)
     assert seen[0] == expected and seen[1] == replace(expected, overwrite=True)
-    with_budgets = replace(args, eval_budgets=[32, 16], eval_methods={"nowait": {}})
+    with_budgets = replace(args, eval_budgets=[32, 16], eval_methods={"budget_forcing": {"budget_answer_tokens": 16}})
     seen.clear()
     posttrain.evaluate_model(with_budgets, tmp_path, "b", "lab")
-    assert seen[0].budgets == [16, 32] and seen[0].methods == {"nowait": {}}
+    assert seen[0].budgets == [16, 32] and seen[0].budget_answer_tokens == 16
