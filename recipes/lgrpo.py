@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_grpo, stage_recipe = stage_args(grpo, recipe, block, out, cli_keys)
         rewards = build_stage_rewards(stage_recipe.rewards, stage_grpo, f"{name} rewards")
         stages[name] = (stage_grpo, stage_recipe, rewards, training_dataset(stage_recipe))
+    for name, (stage_grpo, stage_recipe, _, _) in stages.items():  # written once every stage is valid
+        block = recipe.stage1 if name == "stage1" else recipe.stage2
         if state.is_main_process:
             save_stage_config(stage_grpo.output_dir, describe_stage(name, block, cli_keys), stage_grpo,
                               stage_recipe, model_args)
