@@ -35,6 +35,12 @@ def math_grader():
         yield grader
 
 
+@pytest.fixture(scope="module")
+def exact_grader():
+    with Grader("exact") as grader:
+        yield grader
+
+
 # --- extraction ------------------------------------------------------------------------------------
 
 
@@ -54,7 +60,20 @@ def math_grader():
         ("\\boxed{1,000}", "1000"),
         ("\\boxed{10,\\!080}", "10080"),
         ("\\boxed{\\$32,\\!348}", "32348"),
-        ("\\boxed{3} and later \\boxed{4", "3"),  # the unclosed (truncated) box is ignored
+        # a box still open at the end: cut off inside the answer, so no answer at all
+        ("\\boxed{3} and later \\boxed{4", None),
+        ("the answer is \\boxed{7", None),
+        ("the answer is \\boxed{7 + 1", None),
+        ("The answer is 7. \\boxed{", None),
+        ("The answer is 7. \\boxed", None),
+        ("#### 7 \\boxed{8", None),
+        ("\\boxed{8 \\boxed{7}", None),
+        ("\\boxed{\\{1, 2\\}", None),  # escaped braces never close a box
+        ("{ \\boxed{7}", "7"),  # an open brace that is not a box's does not count
+        ("\\boxed{7}}", "7"),  # a stray closing brace after a closed box is ignored
+        ("\\boxed{}", None),
+        ("The answer is 7. \\boxed{}", None),  # the (empty) box wins over the anchor
+        ("the answer is 7 or 8", "7 or 8"),
         ("The answer is 42.", "42"),
         ("So the final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
         ("The answer is: **17**", "17"),
@@ -67,6 +86,79 @@ def math_grader():
 )
 def test_extract_answer(completion, expected):
     assert extract_answer(completion) == expected
+
+
+@pytest.mark.parametrize("mode", ["exact", "math"])
+@pytest.mark.parametrize(
+    ("completion", "gold", "reason"),
+    [
+        # unclosed boxes are no answer, whatever math-verify would make of them
+        ("the answer is \\boxed{7", "7", "no_answer"),
+        ("the answer is \\boxed{7 + 1", "8", "no_answer"),
+        ("the answer is \\fbox{7", "7", "no_answer"),
+        ("The answer is 7. \\boxed{", "7", "no_answer"),
+        # digits are ASCII only: full-width, Arabic-Indic, mathematical bold, Devanagari, mixed
+        ("\\boxed{１７}", "17", "wrong"),
+        ("\\boxed{١٧}", "17", "wrong"),
+        ("\\boxed{1٧}", "17", "wrong"),
+        ("\\boxed{1７}", "17", "wrong"),
+        ("\\boxed{𝟏𝟕}", "17", "wrong"),
+        ("\\boxed{१७}", "17", "wrong"),
+        ("\\boxed{１７}", "１７", "correct"),  # written the same way as the gold
+        ("\\boxed{3²}", "32", "wrong"),  # no NFKC, which would make this "32"
+        # several boxes: the last one is the answer
+        ("\\boxed{7} or \\boxed{8}", "7", "wrong"),
+        ("\\boxed{7} or \\boxed{8}", "8", "correct"),
+        ("\\boxed{}", "7", "no_answer"),
+        ("\\boxed{7}}", "7", "correct"),
+        ("\\boxed{\\boxed{7}}", "7", "correct"),
+        # an answer only inside the thinking is no answer
+        ("<think> \\boxed{7} </think>", "7", "no_answer"),
+        ("<think> \\boxed{7} </think> see above", "7", "no_answer"),
+        # hedged answers match nothing
+        ("the answer is 7 or 8", "7", "wrong"),
+        ("the answer is 7 or 8", "8", "wrong"),
+        ("\\boxed{7\\text{ or }8}", "7", "wrong"),
+        ("\\boxed{7\\text{ or }8}", "8", "wrong"),
+        ("\\boxed{7, 8}", "7", "wrong"),
+        # number spellings
+        ("\\boxed{007}", "7", "correct"),
+        ("\\boxed{7.0}", "7", "correct"),
+        ("\\boxed{+7}", "7", "correct"),
+        ("\\boxed{-7}", "7", "wrong"),
+        ("\\boxed{7.0000001}", "7", "wrong"),
+        ("\\boxed{" + "0" * 3000 + "7}", "7", "correct"),
+        ("\\boxed{" + "7" * 4001 + "}", "7", "wrong"),
+        ("\\boxed{1,000}", "1000", "correct"),
+        ("\\boxed{1000}", "1,000", "correct"),
+        ("\\boxed{1,00}", "100", "wrong"),
+        ("\\boxed{3,5}", "3.5", "wrong"),
+        ("\\boxed{nan}", "7", "wrong"),
+        ("\\boxed{\\infty}", "7", "wrong"),
+        ("\\boxed{\\infty}", "\\infty", "correct"),
+        # math delimiters
+        ("so $7$", "7", "no_answer"),
+        ("The answer is $7$.", "7", "correct"),
+        ("\\boxed{$7$}", "7", "correct"),
+    ],
+)
+def test_lenient_and_hostile_answers_grade_the_same_in_both_modes(request, mode, completion, gold, reason):
+    # The decisions of effreason.grading.extract's docstring; "math" mode must not undo any of them.
+    result = request.getfixturevalue(f"{mode}_grader").grade(completion, gold)
+    assert result.reason == reason
+    assert result.correct is (reason == "correct")
+
+
+def test_only_ascii_digits_are_digits():
+    # int() and \d accept any Unicode decimal digit; the grader must not (int("1٧") == 17).
+    assert int("1٧") == 17
+    assert answer_key("007") == "7"
+    assert answer_key("٠٠7") == "٠٠7"
+    assert answer_key("１７.０") == "１７.０"
+    assert answer_key("1,٠٠٠") == "1,٠٠٠"
+    assert extract_answer("she has ١٧ apples", last_number_fallback=True) is None
+    assert extract_answer("she has 1٧ apples", last_number_fallback=True) == "1"
+    assert extract_answer("she has １７ apples", last_number_fallback=True) is None
 
 
 def test_extract_answer_last_number_fallback():
@@ -162,6 +254,8 @@ def test_grader_rejects_bad_options():
         ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\sqrt{2}/2", True),
         ("\\boxed{-q + p}", "p - q", True),
         ("The answer is $\\frac{2}{4}$.", "\\frac{1}{2}", True),
+        ("\\boxed{7+1}", "8", True),  # math mode compares values, not spellings ("exact": wrong)
+        ("\\boxed{−7}", "-7", True),  # math-verify reads the Unicode minus sign ("exact": wrong)
         ("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}", False),
         ("\\boxed{[2, 5]}", "[2,5)", False),
         ("\\boxed{x}", "y", False),

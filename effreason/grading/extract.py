@@ -3,6 +3,29 @@
 Everything here is linear in the input length: a single tokenising pass for braces (no regex that
 can backtrack), ``str.rfind`` for anchors, and a bounded tail window, so hostile completions (10,000
 nested braces, megabytes of text) cost milliseconds. Nothing is ever evaluated.
+
+Decisions on lenient or hostile answers (training rewards use the same extractor, so each one is a
+reward rule; ``tests/test_grading.py`` tests every one):
+
+- **Unclosed boxes**: a ``\\boxed{`` / ``\\fbox{`` that is still open at the end of the answer
+  text means the answer was cut off (or is malformed) inside its box, so the completion has no
+  answer ("no_answer"), whatever else the text holds: ``\\boxed{7``, ``the answer is \\boxed{7 + 1``,
+  ``\\boxed{3} then \\boxed{4`` and a text ending in a bare ``\\boxed`` are not read.
+- **Several boxes**: the box that closes last is the answer (``\\boxed{7} or \\boxed{8}`` is 8), so
+  only the last of several hedged boxes counts. An empty last box (``\\boxed{}``) is no answer; a stray ``}`` after a
+  closed box is ignored; ``\\boxed{\\boxed{7}}`` is 7.
+- **Digits are ASCII ``0-9`` only.** Python's ``int()`` and regex ``\\d`` accept every Unicode
+  decimal digit (``int("1٧") == 17``), so all number patterns here are ASCII-only. Full-width
+  (``１７``), Arabic-Indic (``١٧``), mathematical-bold (``𝟏𝟕``) and mixed (``1٧``) digits are
+  kept as written: they match only a gold written the same way, never ``17``. Not NFKC: it would
+  also rewrite ``3²`` as ``32`` and ``½`` as ``1⁄2``, it leaves Arabic-Indic digits alone (mixed
+  scripts would still need a rule), and math-verify (the "math" mode) does not read such digits
+  either, so refusing keeps both modes in agreement. Golds and the prompts' ``\\boxed{}`` are ASCII.
+- **Numbers**: ``007`` == ``7``, ``7.0`` == ``7``, ``+7`` == ``7``, ``-7`` != ``7``; thousands
+  separators only in groups of three (``1,000`` == ``1000``, ``1,00`` != ``100``); integers of
+  more than ``_MAX_INT_DIGITS`` digits are compared as written. ``nan`` / ``\\infty`` are text.
+- **Hedged text**: "the answer is 7 or 8" and ``\\boxed{7\\text{ or }8}`` are read whole and
+  match neither 7 nor 8.
 """
 
 from __future__ import annotations
@@ -22,10 +45,11 @@ _TEXT_COMMANDS = ("\\text", "\\textbf", "\\textrm", "\\textit", "\\textnormal", 
 # backslash and the character after it, so ``\{``, ``\}`` and ``\\`` never count as braces), or a
 # brace. No nested quantifiers, so matching is linear.
 _BRACE_TOKENS = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*|\\.|[{}]", re.DOTALL)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
-_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
+# Digits are ASCII only (see the module docstring): never ``\d``, which also matches "٧" and "７".
+_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")
+_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?[0-9]*\.[0-9]+")
 # Python refuses int() of longer digit strings (sys.int_info.default_max_str_digits).
 _MAX_INT_DIGITS = 4000
 _ANSWER_ANCHOR = "answer is"
@@ -33,8 +57,9 @@ _GSM8K_ANCHOR = "####"
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
-def _box_spans(text: str) -> tuple[dict[int, int], tuple[int, int] | None]:
-    """All closed boxes as ``{content_start: content_end}``, and the span of the one closing last."""
+def _box_spans(text: str) -> tuple[dict[int, int], tuple[int, int] | None, bool]:
+    """All closed boxes as ``{content_start: content_end}``, the span of the one closing last, and
+    whether a box is still open at the end of ``text`` (a ``\\boxed`` at the very end counts)."""
     depth = 0
     open_boxes: list[tuple[int, int]] = []  # (depth inside the box's brace, content start)
     brace_after_box = -1
@@ -55,6 +80,8 @@ def _box_spans(text: str) -> tuple[dict[int, int], tuple[int, int] | None]:
             end = match.end()
             if end < len(text) and text[end] == "{":
                 brace_after_box = end
+            elif end == len(text):  # the text ends in "\boxed": cut off before the answer
+                return closed, last, True
             else:  # "\boxed 5": a box around one bare token
                 run_end = end
                 while run_end < len(text) and not text[run_end].isspace() and text[run_end] not in "$\\{}":
@@ -62,7 +89,7 @@ def _box_spans(text: str) -> tuple[dict[int, int], tuple[int, int] | None]:
                 if run_end > end:
                     last = (end, run_end)
                     closed[end] = run_end
-    return closed, last
+    return closed, last, bool(open_boxes)
 
 
 def find_last_boxed(text: str) -> str | None:
@@ -70,9 +97,15 @@ def find_last_boxed(text: str) -> str | None:
 
     "Last" means the box that closes last, so in ``\\boxed{\\boxed{1} + 1}`` it is the outer one.
     ``\\boxed 5`` (a box without braces) takes the run of non-blank characters after the command.
-    Boxes that fill a box (``\\boxed{\\boxed{5}}``) are unwrapped. Unclosed boxes are ignored.
+    Boxes that fill a box (``\\boxed{\\boxed{5}}``) are unwrapped. Unclosed boxes are ignored here;
+    ``extract_from_text`` reads a text with an unclosed box as having no answer.
     """
-    closed, last = _box_spans(text)
+    closed, last, _ = _box_spans(text)
+    return _box_content(text, closed, last)
+
+
+def _box_content(text: str, closed: dict[int, int], last: tuple[int, int] | None) -> str | None:
+    """Content of the box spanning ``last`` (from ``_box_spans``) with boxes that fill it unwrapped."""
     if last is None:
         return None
     start, end = last
@@ -182,7 +215,10 @@ def clean_answer(answer: str) -> str:
 def extract_from_text(text: str, *, last_number_fallback: bool = False) -> str | None:
     """Final answer of an answer text (thinking already removed); see ``extract_answer``."""
     text = text[-TAIL_WINDOW_CHARS:]
-    candidate = find_last_boxed(text)
+    closed, last, box_left_open = _box_spans(text)
+    if box_left_open:  # cut off (or malformed) inside a box: no answer, see the module docstring
+        return None
+    candidate = _box_content(text, closed, last)
     if candidate is None:
         after = _after_anchor(text, _ANSWER_ANCHOR)
         candidate = _first_math_span(after) if after is not None else None
@@ -199,7 +235,8 @@ def extract_answer(completion: str, *, last_number_fallback: bool = False) -> st
     """Extract the final answer of a completion.
 
     The thinking block is removed first (``effreason.format.split_thinking``); a completion whose
-    thinking never closed has no answer. Then, in order: the last ``\\boxed{...}`` / ``\\fbox{...}``
+    thinking never closed has no answer, and so has one whose answer text ends inside an unclosed
+    ``\\boxed{``. Then, in order: the last ``\\boxed{...}`` / ``\\fbox{...}``
     (nested braces, also ``\\boxed 5``); the text after the last "answer is" (covers "The answer is
     X" and "final answer is X"); the rest of the line after GSM8K's ``#### n``; and, only with
     ``last_number_fallback``, the last number in the text. The result is cleaned by ``clean_answer``.
