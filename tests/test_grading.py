@@ -74,6 +74,8 @@ def exact_grader():
         ("\\boxed{}", None),
         ("The answer is 7. \\boxed{}", None),  # the (empty) box wins over the anchor
         ("the answer is 7 or 8", "7 or 8"),
+        ("İİ The answer is 17.", "17"),  # "İ".lower() is two characters: must not shift the anchor
+        ("THE ANSWER IS 17.", "17"),
         ("The answer is 42.", "42"),
         ("So the final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
         ("The answer is: **17**", "17"),
@@ -115,12 +117,15 @@ def test_extract_answer(completion, expected):
         # an answer only inside the thinking is no answer
         ("<think> \\boxed{7} </think>", "7", "no_answer"),
         ("<think> \\boxed{7} </think> see above", "7", "no_answer"),
+        ("<think> a </think> <think> \\boxed{7}", "7", "no_answer"),  # reopened, never closed
+        ("<think> a </think> The answer is 7. <think> or 8", "7", "no_answer"),
         # hedged answers match nothing
         ("the answer is 7 or 8", "7", "wrong"),
         ("the answer is 7 or 8", "8", "wrong"),
         ("\\boxed{7\\text{ or }8}", "7", "wrong"),
         ("\\boxed{7\\text{ or }8}", "8", "wrong"),
         ("\\boxed{7, 8}", "7", "wrong"),
+        ("İİ The answer is 17.", "7", "wrong"),
         # number spellings
         ("\\boxed{007}", "7", "correct"),
         ("\\boxed{7.0}", "7", "correct"),

@@ -11,9 +11,13 @@ reward rule; ``tests/test_grading.py`` tests every one):
   text means the answer was cut off (or is malformed) inside its box, so the completion has no
   answer ("no_answer"), whatever else the text holds: ``\\boxed{7``, ``the answer is \\boxed{7 + 1``,
   ``\\boxed{3} then \\boxed{4`` and a text ending in a bare ``\\boxed`` are not read.
+- **Answers inside thinking** are not answers: the answer text is what follows the last
+  ``</think>`` (``effreason.format.split_thinking``), and an answer text that opens a new
+  ``<think>`` (never closed, or the last ``</think>`` would follow it) was cut off while thinking,
+  so it has no answer either, as a completion whose only thinking block never closed.
 - **Several boxes**: the box that closes last is the answer (``\\boxed{7} or \\boxed{8}`` is 8), so
-  only the last of several hedged boxes counts. An empty last box (``\\boxed{}``) is no answer; a stray ``}`` after a
-  closed box is ignored; ``\\boxed{\\boxed{7}}`` is 7.
+  only the last of several hedged boxes counts. An empty last box (``\\boxed{}``) is no answer; a
+  stray ``}`` after a closed box is ignored; ``\\boxed{\\boxed{7}}`` is 7.
 - **Digits are ASCII ``0-9`` only.** Python's ``int()`` and regex ``\\d`` accept every Unicode
   decimal digit (``int("1٧") == 17``), so all number patterns here are ASCII-only. Full-width
   (``１７``), Arabic-Indic (``١٧``), mathematical-bold (``𝟏𝟕``) and mixed (``1٧``) digits are
@@ -24,6 +28,7 @@ reward rule; ``tests/test_grading.py`` tests every one):
 - **Numbers**: ``007`` == ``7``, ``7.0`` == ``7``, ``+7`` == ``7``, ``-7`` != ``7``; thousands
   separators only in groups of three (``1,000`` == ``1000``, ``1,00`` != ``100``); integers of
   more than ``_MAX_INT_DIGITS`` digits are compared as written. ``nan`` / ``\\infty`` are text.
+- **Anchors** ("answer is") are matched ignoring the case of ASCII letters only.
 - **Hedged text**: "the answer is 7 or 8" and ``\\boxed{7\\text{ or }8}`` are read whole and
   match neither 7 nor 8.
 """
@@ -31,8 +36,9 @@ reward rule; ``tests/test_grading.py`` tests every one):
 from __future__ import annotations
 
 import re
+import string
 
-from effreason.format import split_thinking
+from effreason.format import THINK_START, split_thinking
 
 #: Only the last this many characters of an answer are searched: final answers sit at the end, and
 #: the bound keeps extraction fast on runaway completions.
@@ -55,6 +61,10 @@ _MAX_INT_DIGITS = 4000
 _ANSWER_ANCHOR = "answer is"
 _GSM8K_ANCHOR = "####"
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+# Lower-cases ASCII letters only, so every index stays valid in the original text: str.lower() can
+# lengthen a string ("İ" becomes two characters), which shifted the anchor ("İİ The answer is 17"
+# was read as "7").
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def _box_spans(text: str) -> tuple[dict[int, int], tuple[int, int] | None, bool]:
@@ -126,7 +136,7 @@ def _box_content(text: str, closed: dict[int, int], last: tuple[int, int] | None
 
 def _after_anchor(text: str, anchor: str) -> str | None:
     """The rest of the line after the last (case-insensitive) ``anchor``, or the next line if empty."""
-    pos = text.lower().rfind(anchor)
+    pos = text.translate(_ASCII_LOWER).rfind(anchor)
     if pos < 0:
         return None
     rest = text[pos + len(anchor) :].lstrip(" \t:*")
@@ -214,6 +224,8 @@ def clean_answer(answer: str) -> str:
 
 def extract_from_text(text: str, *, last_number_fallback: bool = False) -> str | None:
     """Final answer of an answer text (thinking already removed); see ``extract_answer``."""
+    if THINK_START in text:  # thinking reopened after the last </think>: cut off while thinking
+        return None
     text = text[-TAIL_WINDOW_CHARS:]
     closed, last, box_left_open = _box_spans(text)
     if box_left_open:  # cut off (or malformed) inside a box: no answer, see the module docstring
@@ -235,8 +247,8 @@ def extract_answer(completion: str, *, last_number_fallback: bool = False) -> st
     """Extract the final answer of a completion.
 
     The thinking block is removed first (``effreason.format.split_thinking``); a completion whose
-    thinking never closed has no answer, and so has one whose answer text ends inside an unclosed
-    ``\\boxed{``. Then, in order: the last ``\\boxed{...}`` / ``\\fbox{...}``
+    thinking never closed has no answer, and so has one whose answer text opens a new ``<think>`` or
+    ends inside an unclosed ``\\boxed{``. Then, in order: the last ``\\boxed{...}`` / ``\\fbox{...}``
     (nested braces, also ``\\boxed 5``); the text after the last "answer is" (covers "The answer is
     X" and "final answer is X"); the rest of the line after GSM8K's ``#### n``; and, only with
     ``last_number_fallback``, the last number in the text. The result is cleaned by ``clean_answer``.

@@ -4,7 +4,9 @@ Grading a completion against a gold answer:
 
 1. Thinking is stripped (``effreason.format.split_thinking``); thinking that never closed is
    ``"truncated"``.
-2. The final answer is extracted (``extract.extract_from_text``); none is ``"no_answer"``.
+2. The final answer is extracted (``extract.extract_from_text``); none is ``"no_answer"``, and so
+   is an answer cut off inside a ``\\boxed{`` or a reopened ``<think>`` (the decisions on lenient
+   and hostile answers are listed in ``effreason.grading.extract``).
 3. Equal comparison keys (``extract.answer_key``: blanks, ``$``, ``\\text{}``, ``\\dfrac``,
    number spellings normalised) are ``"correct"``. In ``"exact"`` mode that is the whole check.
    It runs in-process: every step is linear in the (tail-bounded) input, so it needs no sandbox.
