@@ -107,6 +107,7 @@ def test_extract_answer(completion, expected):
         ("\\boxed{𝟏𝟕}", "17", "wrong"),
         ("\\boxed{१७}", "17", "wrong"),
         ("\\boxed{１７}", "１７", "correct"),  # written the same way as the gold
+        ("\\boxed{17}", "１７", "wrong"),
         ("\\boxed{3²}", "32", "wrong"),  # no NFKC, which would make this "32"
         # several boxes: the last one is the answer
         ("\\boxed{7} or \\boxed{8}", "7", "wrong"),
@@ -134,6 +135,7 @@ def test_extract_answer(completion, expected):
         ("\\boxed{7.0000001}", "7", "wrong"),
         ("\\boxed{" + "0" * 3000 + "7}", "7", "correct"),
         ("\\boxed{" + "7" * 4001 + "}", "7", "wrong"),
+        ("\\boxed{" + "7" * 5000 + "}", "7" * 5000, "correct"),
         ("\\boxed{1,000}", "1000", "correct"),
         ("\\boxed{1000}", "1,000", "correct"),
         ("\\boxed{1,00}", "100", "wrong"),
@@ -141,6 +143,8 @@ def test_extract_answer(completion, expected):
         ("\\boxed{nan}", "7", "wrong"),
         ("\\boxed{\\infty}", "7", "wrong"),
         ("\\boxed{\\infty}", "\\infty", "correct"),
+        ("\\boxed{\\frac{0}{0}}", "7", "wrong"),
+        ("\\boxed{(-\\infty, \\infty)}", "7", "wrong"),
         # math delimiters
         ("so $7$", "7", "no_answer"),
         ("The answer is $7$.", "7", "correct"),
