@@ -42,7 +42,7 @@ class ConfigMismatchError(ValueError):
     def __init__(self, out: str | os.PathLike, differences: Mapping[str, tuple[object, object]],
                  hint: str = "use a new --output, or --overwrite to discard the old run"):
         items = list(differences.items())
-        details = "; ".join(f"{k}: {_short(saved)} -> {_short(now)}" for k, (saved, now) in items[:4])
+        details = "; ".join(f"{k}: {_change(saved, now)}" for k, (saved, now) in items[:4])
         details += f"; and {len(items) - 4} more" if len(items) > 4 else ""
         super().__init__(f"{out} holds a run that differs from this one ({details}); {hint}")
         self.out_dir, self.differences = Path(out), dict(differences)
@@ -56,9 +56,18 @@ class OutputInUseError(ValueError):
     """Another live run holds the output's lock."""
 
 
-def _short(value: object, limit: int = 80) -> str:
+def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _change(saved: object, now: object) -> str:
+    """``saved -> now``, long strings shown from a little before where they first differ."""
+    if isinstance(saved, str) and isinstance(now, str):
+        same = len(os.path.commonprefix([saved, now]))
+        if same > 20:
+            return f"...{_short(saved[same - 10:])} -> ...{_short(now[same - 10:])}"
+    return f"{_short(saved)} -> {_short(now)}"
 
 
 def _jsonable(value: object) -> object:
