@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -62,15 +64,67 @@ def require(row: dict, field: str, path: str | os.PathLike, line: int, types: ty
     return value
 
 
+def _user_mode(default: int) -> int:
+    """``default`` less the umask: the mode ``open`` / ``mkdir`` give (``mkstemp`` / ``mkdtemp`` give 0600 / 0700)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return default & ~mask
+
+
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temporary files and folders for ``path`` are ``.<name>.tmp-<host>-<pid>-<random>``, so a later run can
+    tell the leftovers of a killed writer (same host, process gone) from a live writer's."""
+    return f".{path.name}.tmp-{_HOST_TAG}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files / folders a killed atomic write of ``path`` left behind; return them."""
+    path = Path(path)
+    head = f".{path.name}.tmp-{_HOST_TAG}-"
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(head):].split("-", 1)[0] if name.startswith(head) else ""
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        leftover = path.parent / name
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        logger.info("removed %s, left by an interrupted write", leftover)
+        removed.append(leftover)
+    return removed
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w"):
-    """Open a temporary file next to ``path`` and rename it over ``path`` only on success."""
+    """Open a temporary file next to ``path`` and rename it over ``path`` only on success (with the usual
+    mode, ``0666 & ~umask``); temporary files a killed write left are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
+        os.chmod(tmp, _user_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -78,14 +132,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike):
+def atomic_directory(path: str | os.PathLike, *, replace: bool = False):
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` (so ``path`` is
-    either complete or what was there before), on failure it is removed."""
+    either complete or what was there before), on failure it is removed.
+
+    ``path`` must be missing or empty unless ``replace`` (the caller checked it holds its own earlier
+    output): a folder of someone else's files is never removed.
+
+    Raises:
+        FileExistsError: ``path`` is a file, or a non-empty folder and not ``replace`` (checked first).
+    """
+    from effreason.outputs import refuse_unowned_directory
+
     path = Path(path)
+    refuse_unowned_directory(path, replace, "this command")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _user_mode(0o777))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -111,10 +177,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_append_log(path: str | os.PathLike, check: Callable[[dict], object] | None = None) -> tuple[list[dict], bool]:
     """Rows of an append-only JSONL log (``AppendLog``), for resuming the run that wrote it.
 
-    A run killed mid-write leaves at most one torn line, the last: it is dropped with a warning and
-    cut from the file, so the next append starts on a fresh line. Any other unreadable line, or a row
-    that ``check`` rejects (``KeyError`` / ``TypeError`` / ``ValueError``: a missing key field, say),
-    is a ``DataError`` naming the file and line: a resume never silently drops rows.
+    Every write ends its rows with a newline, so a run killed mid-write leaves at most one torn line:
+    the last, unterminated one (even if it happens to parse). It is dropped with a warning and cut from
+    the file, so the next append starts on a fresh line. Any other unreadable line, or a row that
+    ``check`` rejects (``KeyError`` / ``TypeError`` / ``ValueError``: a missing key field, say), is a
+    ``DataError`` naming the file and line: a resume never silently drops rows.
 
     Returns:
         ``(rows, torn)``; ``([], False)`` when the file does not exist.
@@ -124,10 +191,9 @@ def read_append_log(path: str | os.PathLike, check: Callable[[dict], object] | N
         return [], False
     data = path.read_bytes()
     lines = data.split(b"\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    rows, offset = [], 0
-    for i, line in enumerate(lines):
-        start, offset = offset, offset + len(line) + 1
+    torn = bool(lines[-1].strip())
+    rows = []
+    for i, line in enumerate(lines[:-1] if torn else lines):
         if not line.strip():
             continue
         try:
@@ -137,15 +203,14 @@ def read_append_log(path: str | os.PathLike, check: Callable[[dict], object] | N
             if check is not None:
                 check(row)
         except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            if i == last:
-                logger.warning("%s:%d: dropping a torn last line (an interrupted write)", path, i + 1)
-                with path.open("r+b") as f:
-                    f.truncate(start)
-                return rows, True
             raise DataError(path, i + 1, f"unreadable row ({e}); this file was not written by this command, "
                             "or was edited: fix or delete it") from None
         rows.append(row)
-    return rows, False
+    if torn:
+        logger.warning("%s:%d: dropping a torn last line (an interrupted write)", path, len(lines))
+        with path.open("r+b") as f:
+            f.truncate(len(data) - len(lines[-1]))
+    return rows, torn
 
 
 class AppendLog:

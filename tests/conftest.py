@@ -35,3 +35,27 @@ def untrained_lab_dir(tmp_path_factory, lab_tokenizer) -> Path:
     build_lab_model(lab_tokenizer, seed=0).save_pretrained(path)
     lab_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def lock_holder():
+    """``hold(lock_path)`` starts another process that takes the output lock ``lock_path`` (as a running
+    eval or prune would) and returns it; it is killed at the end of the test."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def hold(path):
+        code = ("import sys, time; from effreason.outputs import output_lock\n"
+                "with output_lock(sys.argv[1], 'a test output'):\n    print('held', flush=True); time.sleep(120)")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()

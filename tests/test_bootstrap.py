@@ -79,3 +79,16 @@ def test_training_is_deterministic_for_a_seed():
     assert all((a == b).all() for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
     other, _, _, _ = train(BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1, seed=1))
     assert not all((a == b).all() for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True))
+
+
+def test_bootstrap_never_replaces_a_folder_that_is_no_lab_checkpoint(tmp_path, capsys):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "file.txt").write_text("precious")
+    assert main(["lab", "bootstrap", "--out", str(home), "--overwrite", "--steps", "1",
+                 "--concise-steps", "0"]) == 2
+    assert "is not empty and was not written by `effreason lab bootstrap`" in capsys.readouterr().err
+    assert [p.name for p in home.iterdir()] == ["file.txt"]  # refused before any training
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(FileExistsError, match="is not a folder"):
+        run_bootstrap(BootstrapConfig(steps=1, concise_steps=0), tmp_path / "f", overwrite=True)

@@ -1,6 +1,7 @@
 """``effreason eval`` end to end on a tiny untrained lab model: files, budgets, k samples, resume, compare."""
 
 import json
+import shutil
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_resume_refuses_a_changed_config(model_dir, tmp_path, capsys):
     assert main(eval_args(model_dir, out, "--limit", "4")) == 0
     assert main(eval_args(model_dir, out, "--limit", "4", "--max-new-tokens", "8")) == 2
     err = capsys.readouterr().err
-    assert "max_new_tokens: saved 16, now 8" in err and "--overwrite" in err
+    assert "max_new_tokens: 16 -> 8" in err and "--overwrite" in err
     assert main(eval_args(model_dir, out, "--limit", "4", "--max-new-tokens", "8", "--overwrite")) == 0
     assert results_of(out)["config"]["max_new_tokens"] == 8
 
@@ -176,3 +177,130 @@ def test_resume_notices_changed_weights(tmp_path, capsys):
     build_lab_model(tok, seed=1).save_pretrained(model)  # same path, new weights
     assert main(eval_args(str(model), out, "--limit", "2", "--max-new-tokens", "4")) == 2
     assert "model_files" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- output safety and resume checks
+
+def _problems(path, shift=0):
+    path.write_text("".join(json.dumps({"problem": f"start {i + shift} ; s1 + 1 ; ( mod 11 )",
+                                        "answer": (i + shift + 1) % 11}) + "\n" for i in range(3)))
+
+
+def test_resume_refuses_changed_problems_whatever_changed_them(model_dir, tmp_path, capsys):
+    data, out = tmp_path / "problems.jsonl", tmp_path / "run"
+    argv = ["eval", "--model", model_dir, "--max-new-tokens", "4", "--no-progress", "--output", str(out)]
+    _problems(data)
+    assert main([*argv, "--data", str(data)]) == 0
+    first = (out / store.SAMPLES_FILE).read_bytes()
+    _problems(data, shift=1)  # same path, same ids, other problems and golds
+    assert main([*argv, "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "prompt of problems/0: " in err and "the problems changed" in err and "--overwrite" in err
+    assert (out / store.SAMPLES_FILE).read_bytes() == first
+    # a benchmark's offline copy: --data-dir is not a setting, but what it holds is checked
+    copies = {}
+    for name, shift in (("d1", 0), ("d2", 0), ("d3", 5)):
+        (tmp_path / name / "gsm8k").mkdir(parents=True)
+        copies[name] = tmp_path / name / "gsm8k" / "test.jsonl"
+        copies[name].write_text("".join(json.dumps({"question": f"start {i + shift} ; s1 + 1 ; ( mod 11 )",
+                                                    "answer": f"so #### {(i + shift + 1) % 11}"}) + "\n"
+                                        for i in range(3)))
+    bench = ["eval", "--model", model_dir, "--benchmark", "gsm8k", "--max-new-tokens", "4", "--no-progress",
+             "--output", str(tmp_path / "g")]
+    assert main([*bench, "--data-dir", str(tmp_path / "d1")]) == 0
+    assert main([*bench, "--data-dir", str(tmp_path / "d2")]) == 0  # the same content elsewhere: resumes
+    assert results_of(tmp_path / "g")["resumed_rows"] == 3
+    assert main([*bench, "--data-dir", str(tmp_path / "d3")]) == 2
+    assert "prompt of gsm8k/test/0: " in capsys.readouterr().err
+
+
+def test_a_running_eval_keeps_a_second_one_out_and_a_killed_ones_lock_is_taken_over(model_dir, tmp_path, capsys,
+                                                                                     lock_holder, caplog):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = lock_holder(out / store.LOCK_FILE)
+    assert main(eval_args(model_dir, out, "--limit", "2")) == 2
+    err = capsys.readouterr().err
+    assert f"is being written by another run (pid {holder.pid} on " in err and len(err.strip().splitlines()) <= 2
+    assert sorted(p.name for p in out.iterdir()) == [store.LOCK_FILE]  # nothing written
+    holder.kill()
+    holder.wait()
+    assert main(eval_args(model_dir, out, "--limit", "2")) == 0
+    assert "taking over the lock" in caplog.text and not (out / store.LOCK_FILE).exists()
+
+
+def test_re_running_a_finished_eval_keeps_its_timing(model_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(eval_args(model_dir, out, "--limit", "4")) == 0
+    first = results_of(out)
+    assert first["throughput"]["problems"] == 4 and first["throughput"]["tokens_per_s"] > 0
+    assert main(eval_args(model_dir, out, "--limit", "4")) == 0
+    again = results_of(out)
+    assert again["throughput"] == first["throughput"] and again["wall_time_s"] == first["wall_time_s"]
+    assert again["resumed_rows"] == 4 and outcome(again) == outcome(first)
+
+
+def test_a_model_that_fails_to_load_does_not_block_the_next_run(model_dir, tmp_path):
+    model, out = tmp_path / "m", tmp_path / "run"
+    shutil.copytree(model_dir, model)
+    good = (model / "model.safetensors").read_bytes()
+    (model / "model.safetensors").write_bytes(good[:1000])
+    try:
+        rc = main(eval_args(str(model), out, "--limit", "2"))
+    except Exception as e:  # (the CLI's one-line message for it is another part of issue 12)
+        rc = repr(e)
+    assert rc != 0
+    (model / "model.safetensors").write_bytes(good)  # fixed: the weights (hence their fingerprint) changed
+    assert main(eval_args(str(model), out, "--limit", "2")) == 0
+    assert results_of(out)["n"] == 2
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_files_eval_did_not_write_are_never_written_over(model_dir, tmp_path, capsys, overwrite):
+    not_a_run = tmp_path / "model"
+    shutil.copytree(model_dir, not_a_run)
+    before = {p.name: p.read_bytes() for p in not_a_run.iterdir()}
+    assert main(eval_args(model_dir, not_a_run, *overwrite)) == 2
+    assert "config.json exists and was not written by `effreason eval`" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in not_a_run.iterdir()} == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "results.json").write_text("my results")
+    assert main(eval_args(model_dir, notes, *overwrite)) == 2
+    assert "results.json exists but has no config.json beside it" in capsys.readouterr().err
+    assert [p.name for p in notes.iterdir()] == ["results.json"] and (notes / "results.json").read_text() == "my results"
+    run = tmp_path / "run"
+    assert main(eval_args(model_dir, run, "--limit", "2")) == 0
+    samples = (run / store.SAMPLES_FILE).read_bytes()
+    for source in (["--completions", str(run / store.SAMPLES_FILE)],
+                   ["--model", model_dir, "--data", str(run / store.SAMPLES_FILE), "--prompt-field", "prompt"]):
+        assert main(["eval", *source, "--output", str(run), *overwrite]) == 2
+        assert "is also the output" in capsys.readouterr().err
+    assert (run / store.SAMPLES_FILE).read_bytes() == samples
+
+
+def test_outputs_have_the_users_permissions(model_dir, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert main(eval_args(model_dir, tmp_path / "run", "--limit", "2")) == 0
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()} == {
+        name: 0o644 for name in (store.CONFIG_FILE, store.SAMPLES_FILE, store.RESULTS_FILE, store.SUMMARY_FILE)}
+
+
+def test_compare_writes_over_its_own_table_and_plot_only(model_dir, tmp_path, capsys):
+    run = tmp_path / "a"
+    assert main(eval_args(model_dir, run, "--limit", "2")) == 0
+    table, png = tmp_path / "t.md", tmp_path / "p.png"
+    for _ in range(2):  # its own files: written again
+        assert main(["eval", "compare", str(run), "--table", str(table), "--plot", str(png)]) == 0
+    notes = tmp_path / "notes.md"
+    notes.write_text("my notes")
+    for flag, path in (("--table", notes), ("--plot", notes), ("--plot", run / store.RESULTS_FILE)):
+        before = path.read_bytes()
+        assert main(["eval", "compare", str(run), flag, str(path)]) == 2
+        assert "was not written by `effreason eval compare`" in capsys.readouterr().err
+        assert path.read_bytes() == before

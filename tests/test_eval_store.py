@@ -29,21 +29,35 @@ def test_read_samples_rejects_a_bad_middle_line(tmp_path):
         store.read_samples(path)
 
 
-def test_check_config_refuses_a_different_run(tmp_path):
-    store.check_config(tmp_path, {"model": "a", "temperature": 0.0}, overwrite=False)
-    store.write_config(tmp_path, {"model": "a", "temperature": 0.0}, {})
+def test_claim_resumes_only_the_same_run(tmp_path):
+    assert not store.claim(tmp_path, {"model": "a", "temperature": 0.0}, {}, overwrite=False)  # fresh
     (tmp_path / store.SAMPLES_FILE).write_text(json.dumps(row(0)) + "\n")
-    store.check_config(tmp_path, {"model": "a", "temperature": 0.0}, overwrite=False)  # same: resumes
-    with pytest.raises(ValueError, match=r"temperature: saved 0.0, now 0.7.*--overwrite"):
-        store.check_config(tmp_path, {"model": "a", "temperature": 0.7}, overwrite=False)
-    store.check_config(tmp_path, {"model": "a", "temperature": 0.7}, overwrite=True)
-    assert not (tmp_path / store.SAMPLES_FILE).exists() and not (tmp_path / store.CONFIG_FILE).exists()
+    assert store.claim(tmp_path, {"model": "a", "temperature": 0.0}, {}, overwrite=False)  # same: resumes
+    with pytest.raises(store.ConfigMismatchError, match=r"temperature: 0.0 -> 0.7.*--overwrite"):
+        store.claim(tmp_path, {"model": "a", "temperature": 0.7}, {}, overwrite=False)
+    assert not store.claim(tmp_path, {"model": "a", "temperature": 0.7}, {}, overwrite=True)
+    assert not (tmp_path / store.SAMPLES_FILE).exists()
+    saved = json.loads((tmp_path / store.CONFIG_FILE).read_text())
+    assert saved["written_by"] == "effreason eval" and saved["fingerprint"]["temperature"] == 0.7
 
 
-def test_samples_without_config_are_refused(tmp_path):
-    (tmp_path / store.SAMPLES_FILE).write_text(json.dumps(row(0)) + "\n")
-    with pytest.raises(ValueError, match="without config.json"):
-        store.check_config(tmp_path, {"model": "a"}, overwrite=False)
+def test_a_config_without_rows_is_replaced(tmp_path):
+    """What a run that failed to load its model leaves (config.json, no rows) does not block the next one."""
+    store.claim(tmp_path, {"model": "broken"}, {}, overwrite=False)
+    (tmp_path / store.SAMPLES_FILE).write_text("")
+    assert not store.claim(tmp_path, {"model": "fixed"}, {}, overwrite=False)
+    assert json.loads((tmp_path / store.CONFIG_FILE).read_text())["fingerprint"] == {"model": "fixed"}
+
+
+@pytest.mark.parametrize("name,content", [(store.SAMPLES_FILE, json.dumps(row(0)) + "\n"),
+                                          (store.RESULTS_FILE, '{"mine": 1}'), (store.SUMMARY_FILE, "# notes"),
+                                          (store.CONFIG_FILE, '{"model_type": "qwen3"}')])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_files_eval_did_not_write_are_refused_and_kept(tmp_path, name, content, overwrite):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(FileExistsError, match="choose another output"):
+        store.claim(tmp_path, {"model": "a"}, {}, overwrite=overwrite)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name] and (tmp_path / name).read_text() == content
 
 
 def test_summarize_by_hand():

@@ -77,11 +77,14 @@ def test_atomic_directory_replaces_only_on_success(tmp_path):
         (tmp / "a.txt").write_text("1")
     assert (out / "a.txt").read_text() == "1"
     with pytest.raises(RuntimeError):
-        with atomic_directory(out) as tmp:
+        with atomic_directory(out, replace=True) as tmp:
             (tmp / "b.txt").write_text("half")
             raise RuntimeError("killed mid-save")
     assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the earlier folder is intact
     assert [p.name for p in out.parent.iterdir()] == ["model"]  # no temp folder left behind
-    with atomic_directory(out) as tmp:
+    with pytest.raises(FileExistsError, match="not empty"):  # a folder it was not told is its own
+        with atomic_directory(out) as tmp:
+            pass
+    with atomic_directory(out, replace=True) as tmp:
         (tmp / "c.txt").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["c.txt"]  # replaced whole, not merged

@@ -219,3 +219,166 @@ def test_prune_cli_marker_file_and_segmenter_settings(tmp_path, capsys):
 def _prune_rows(args, out):
     assert main([*args, "--output", str(out)]) == 0
     return read_jsonl(out), json.loads(out.with_name(out.name + ".summary.json").read_text())
+
+
+# ---------------------------------------------------------------- output safety, resume checks, bad inputs
+
+RANDOM = ["--method", "random", "--tokenizer", "lab", "--segmenter", "lab", "--no-progress"]
+
+
+@pytest.mark.parametrize("content", ['{"note": "no id"}\n{"note": "last"}\n',  # no ids: read as torn lines before
+                                     '{"id": "t0", "text": "mine"}\n{"text": "no id"}\n',
+                                     "not json at all\n", ""])
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_an_output_prune_did_not_write_is_refused_and_left_byte_identical(lab_traces, tmp_path, capsys, content,
+                                                                           overwrite):
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(content)
+    assert main(["prune", "--input", str(lab_traces), "--output", str(mine), *RANDOM, *overwrite]) == 2
+    assert "has no mine.jsonl.config.json beside it" in capsys.readouterr().err
+    assert mine.read_text() == content and [p.name for p in tmp_path.iterdir()] == ["mine.jsonl"]
+
+
+def test_a_summary_prune_did_not_write_is_refused(lab_traces, tmp_path, capsys):
+    summary = tmp_path / "o.jsonl.summary.json"
+    summary.write_text("my notes")
+    assert main(["prune", "--input", str(lab_traces), "--output", str(tmp_path / "o.jsonl"), *RANDOM]) == 2
+    assert "o.jsonl.summary.json exists but has no o.jsonl.config.json" in capsys.readouterr().err
+    assert summary.read_text() == "my notes" and not (tmp_path / "o.jsonl").exists()
+
+
+def test_output_equal_to_input_is_refused_before_any_work(lab_traces, tmp_path, capsys, monkeypatch):
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(lab_traces.read_bytes())
+    (tmp_path / "link.jsonl").symlink_to(data)
+    monkeypatch.chdir(tmp_path)
+    for given_in, given_out in [("in.jsonl", "in.jsonl"), ("in.jsonl", "./sub/../in.jsonl"),
+                                ("link.jsonl", str(data)), (str(data), "link.jsonl")]:
+        assert main(["prune", "--input", given_in, "--output", given_out, *RANDOM, "--overwrite"]) == 2
+        assert "is also the output" in capsys.readouterr().err
+    assert main(["prune", "--input", "in.jsonl", "--output", "o.jsonl", *RANDOM, "--save-dataset", "."]) == 2
+    assert "lies inside the output folder" in capsys.readouterr().err
+    assert data.read_bytes() == lab_traces.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "link.jsonl"]
+
+
+def test_resume_with_other_settings_or_input_is_refused_and_overwrite_starts_over(lab_traces, tmp_path, capsys):
+    out = tmp_path / "o.jsonl"
+    base = ["prune", "--input", str(lab_traces), "--output", str(out), "--segmenter", "lab", "--no-progress"]
+    random = ["--method", "random", "--tokenizer", "lab"]
+    assert main([*base, *random, "--ratio", "0.2", "--limit", "6"]) == 0
+    first = out.read_bytes()
+    for extra, message in [([*random, "--ratio", "0.9"], "ratio: 0.2 -> 0.9"),
+                           ([*random, "--ratio", "0.2", "--seed", "1"], "seed: 0 -> 1"),
+                           ([*random, "--ratio", "0.2", "--segmenter", "paragraph"], "segmenter: {'type': 'LabSegm"),
+                           (["--method", "pir", "--scorer", "lab", "--ratio", "0.2"], "method: 'random' -> 'pir'")]:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "use a new --output, or --overwrite" in err, err
+    assert out.read_bytes() == first  # nothing touched
+    changed = tmp_path / "changed.jsonl"
+    rows = read_jsonl(lab_traces)
+    rows[0]["answer"] = "10"
+    write_jsonl(changed, rows)
+    assert main([*base, *random, "--ratio", "0.2", "--input", str(changed)]) == 2
+    assert "input: " in capsys.readouterr().err and out.read_bytes() == first
+    assert main([*base, *random, "--ratio", "0.2"]) == 0  # the same settings: resumes (the limit may grow)
+    assert json.loads(capsys.readouterr().out)["resumed_traces"] == 6
+    assert main([*base, *random, "--ratio", "0.9", "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["resumed_traces"] == 0
+    assert json.loads((tmp_path / "o.jsonl.config.json").read_text())["fingerprint"]["ratio"] == 0.9
+
+
+def test_resumed_rows_must_come_from_the_same_traces(lab_traces, tmp_path):
+    """The library call (recipes) checks each resumed row against its trace: the trace text is in the row."""
+    from effreason.models import load_tokenizer
+    from effreason.outputs import ConfigMismatchError
+    from effreason.pruning import prune_to_jsonl
+
+    traces, out, tok = load_traces(lab_traces)[:3], tmp_path / "o.jsonl", load_tokenizer("lab")
+    prune_to_jsonl(traces, out, tokenizer=tok, ratio=0.5, method="random")
+    edited = [dict(t) for t in traces]
+    edited[1]["completion"] = edited[1]["completion"].replace("</think>", " ok </think>")
+    with pytest.raises(ConfigMismatchError, match="completion of trace t1: "):
+        prune_to_jsonl(edited, out, tokenizer=tok, ratio=0.5, method="random")
+    assert prune_to_jsonl(traces, out, tokenizer=tok, ratio=0.5, method="random")["resumed_traces"] == 3
+
+
+def test_resume_with_changed_scorer_weights_is_refused(lab_traces, tmp_path, capsys, lab_tokenizer):
+    from effreason.lab.model import build_lab_model
+
+    scorer = tmp_path / "scorer"
+    build_lab_model(lab_tokenizer, seed=0).save_pretrained(scorer)
+    lab_tokenizer.save_pretrained(scorer)
+    base = ["prune", "--input", str(lab_traces), "--output", str(tmp_path / "o.jsonl"), "--scorer", str(scorer),
+            "--segmenter", "lab", "--no-progress", "--limit", "1"]
+    assert main(base) == 0
+    build_lab_model(lab_tokenizer, seed=1).save_pretrained(scorer)  # same path, new weights
+    assert main(base) == 2
+    assert "scorer_files: " in capsys.readouterr().err
+
+
+def test_a_scorer_that_fails_to_load_leaves_nothing_behind(lab_traces, tmp_path, capsys, lab_tokenizer,
+                                                           untrained_lab_dir):
+    import shutil
+
+    scorer = tmp_path / "scorer"
+    shutil.copytree(untrained_lab_dir, scorer)
+    good = (scorer / "model.safetensors").read_bytes()
+    (scorer / "model.safetensors").write_bytes(good[:1000])  # corrupt
+    base = ["prune", "--input", str(lab_traces), "--output", str(tmp_path / "o.jsonl"), "--scorer", str(scorer),
+            "--segmenter", "lab", "--no-progress", "--limit", "1"]
+    try:
+        rc = main(base)
+    except Exception as e:  # (the CLI's one-line message for it is another part of issue 12)
+        rc = repr(e)
+    assert rc != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scorer"]
+    (scorer / "model.safetensors").write_bytes(good)
+    assert main(base) == 0
+
+
+def test_a_running_prune_keeps_a_second_one_out(lab_traces, tmp_path, capsys, lock_holder, caplog):
+    out = tmp_path / "o.jsonl"
+    holder = lock_holder(tmp_path / ".o.jsonl.lock")
+    assert main(["prune", "--input", str(lab_traces), "--output", str(out), *RANDOM]) == 2
+    assert f"(pid {holder.pid} on " in capsys.readouterr().err and not out.exists()
+    holder.kill()
+    holder.wait()  # killed: its lock is stale
+    assert main(["prune", "--input", str(lab_traces), "--output", str(out), *RANDOM]) == 0
+    assert "taking over the lock" in caplog.text and not (tmp_path / ".o.jsonl.lock").exists()
+
+
+def test_list_answers_and_traces_longer_than_the_scorers_context_are_bad_rows(lab_traces, tmp_path, capsys):
+    rows = read_jsonl(lab_traces)[:3]
+    rows[1]["answer"] = [rows[1]["answer"]]
+    listed = tmp_path / "list.jsonl"
+    write_jsonl(listed, rows)
+    assert main(["prune", "--input", str(listed), "--output", str(tmp_path / "a.jsonl"), *RANDOM]) == 2
+    assert "list.jsonl:2: field 'answer': expected the gold answer as a string or a number, got list" in \
+        capsys.readouterr().err
+    rows = read_jsonl(lab_traces)[:3]
+    think, rest = rows[2]["completion"].split("</think>")
+    rows[2]["completion"] = think + " s1 1 + 1 = 2 ;" * 150 + "</think>" + rest  # the lab scorer has 512 positions
+    long = tmp_path / "long.jsonl"
+    write_jsonl(long, rows)
+    base = ["prune", "--input", str(long), "--scorer", "lab", "--segmenter", "lab", "--no-progress"]
+    assert main([*base, "--output", str(tmp_path / "b.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "long.jsonl:3: field 'completion': the trace is " in err and "the scorer's context of 512" in err
+    assert not (tmp_path / "b.jsonl").exists()
+    _, summary = _prune_rows([*base, "--skip-bad-rows"], tmp_path / "c.jsonl")
+    assert summary["prune/traces"] == 2 and summary["skipped_rows"] == 1
+    assert main(["prune", "--input", str(long), "--output", str(tmp_path / "d.jsonl"), *RANDOM]) == 0  # not scored
+
+
+def test_save_dataset_replaces_only_its_own_dataset(lab_traces, tmp_path, capsys):
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "file.txt").write_text("precious")
+    base = ["prune", "--input", str(lab_traces), "--output", str(tmp_path / "o.jsonl"), *RANDOM, "--limit", "2"]
+    assert main([*base, "--save-dataset", str(keep)]) == 2
+    assert "keep is not empty and was not written by effreason prune" in capsys.readouterr().err
+    assert [p.name for p in keep.iterdir()] == ["file.txt"] and not (tmp_path / "o.jsonl").exists()
+    assert main([*base, "--save-dataset", str(tmp_path / "ds")]) == 0
+    assert main([*base, "--save-dataset", str(tmp_path / "ds")]) == 0  # its own: replaced

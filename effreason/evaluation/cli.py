@@ -203,6 +203,8 @@ def format_results(r: dict) -> str:
 def run_compare(args: argparse.Namespace) -> int:
     from effreason.evaluation import compare
 
+    for out in (args.table, args.plot):
+        compare.refuse_foreign_output(out)
     paths = list(args.runs)
     if args.baseline and args.baseline not in paths:
         paths.insert(0, args.baseline)

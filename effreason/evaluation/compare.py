@@ -7,6 +7,24 @@ from pathlib import Path
 
 from effreason.evaluation import metrics, report, store
 
+#: Written into every plot's metadata (``Creator``); tables end with ``_TABLE_NOTE``: a later run knows its own files.
+MARK = "effreason eval compare"
+_TABLE_NOTE = "`*` = on the Pareto frontier"
+_METADATA_FORMATS = (".png", ".pdf", ".svg")
+
+
+def refuse_foreign_output(path: str | Path | None) -> None:
+    """Raise ``OutputExistsError`` if ``path`` exists and is not a table or plot this command wrote."""
+    from effreason.outputs import OutputExistsError
+
+    if path is None or not Path(path).exists():
+        return
+    path = Path(path)
+    data = path.read_bytes() if path.is_file() else b""  # a table or a plot: small
+    if MARK.encode() not in data and _TABLE_NOTE.encode() not in data:
+        raise OutputExistsError(f"{path} exists and was not written by `{MARK}`: choose another path "
+                                "(nothing was changed)")
+
 
 def load_results(run: str | Path) -> dict:
     """results.json of a run directory (or the file itself)."""
@@ -65,7 +83,7 @@ def markdown_table(rows: list[dict]) -> str:
             cell = "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
             cells.append(cell + (" *" if c == "run" and row["pareto"] else ""))
         lines.append("| " + " | ".join(cells) + " |")
-    note = "`*` = on the Pareto frontier (no run has fewer tokens and higher accuracy)."
+    note = f"{_TABLE_NOTE} (no run has fewer tokens and higher accuracy)."
     if "aes" in cols:
         note += " Token reduction and AES: n/a for runs on other problems than the baseline."
     return "\n".join(lines) + "\n\n" + note + "\n"
@@ -149,5 +167,5 @@ def plot_runs(runs: dict[str, dict], out: str | Path, baseline: str | None = Non
     _place_labels(ax, run_labels + budget_labels, markers)
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fig.savefig(out, metadata={"Creator": MARK} if Path(out).suffix.lower() in _METADATA_FORMATS else None)
     plt.close(fig)

@@ -18,6 +18,7 @@ from effreason.evaluation.config import EvalConfig
 from effreason.format import split_thinking
 from effreason.generation.thinking import split_text_token_counts
 from effreason.jsonl import DataError, iter_jsonl, require, write_jsonl
+from effreason.outputs import refuse_input_as_output
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,23 @@ def read_completions(cfg: EvalConfig) -> list[dict]:
 
 def grade_completions(cfg: EvalConfig) -> dict:
     """Grade ``cfg.completions`` and write samples.jsonl, results.json and summary.md to ``cfg.output``."""
-    from effreason.evaluation.runner import finish
-    from effreason.grading import Grader
-
     start = time.perf_counter()
     if cfg.grading is None:
         cfg.grading = "math"
     if cfg.last_number_fallback is None:
         cfg.last_number_fallback = False
-    inputs = read_completions(cfg)
     out_dir = Path(cfg.output)
-    store.check_config(out_dir, cfg.fingerprint(), overwrite=cfg.overwrite)
-    store.write_config(out_dir, cfg.fingerprint(), cfg.to_dict())
+    refuse_input_as_output({"--completions": cfg.completions}, store.output_files(out_dir))
+    inputs = read_completions(cfg)
+    with store.lock(out_dir):
+        store.claim(out_dir, cfg.fingerprint(), cfg.to_dict(), overwrite=cfg.overwrite)
+        return _grade(cfg, inputs, out_dir, start)
+
+
+def _grade(cfg: EvalConfig, inputs: list[dict], out_dir: Path, start: float) -> dict:
+    from effreason.evaluation.runner import finish
+    from effreason.grading import Grader
+
     tokenizer = None
     if cfg.tokenizer:
         from effreason.models import load_tokenizer

@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 import effreason
 from effreason.evaluation import report, store
 from effreason.evaluation.config import EvalConfig
-from effreason.evaluation.prompts import Problem, load_problems
+from effreason.evaluation.prompts import Problem, Task, load_problems
 from effreason.format import THINK_END
 from effreason.generation.backends import Backend, Sampling, build_backend
 from effreason.generation.methods import Rollout, post_processors
 from effreason.generation.thinking import single_token_id, split_token_counts
 from effreason.jsonl import atomic_write, write_json
+from effreason.outputs import refuse_input_as_output, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +102,30 @@ class ChunkRunner:
         return rows
 
 
+def _check_rows_match(path: Path, rows: list[dict], problems: dict[str, Problem]) -> None:
+    """Refuse rows made from other problems than this run's (the data file, its folder or the template
+    changed): they would be graded against stale golds."""
+    diff = {}
+    for r in rows:
+        p = problems.get(str(r["id"]))
+        if p is None:
+            diff[f"problem {r['id']}"] = ("in samples.jsonl", "not among this run's problems")
+        elif r.get("prompt") != p.prompt:
+            diff[f"prompt of {p.id}"] = (r.get("prompt"), p.prompt)
+        elif r.get("answer") != p.answer:
+            diff[f"answer of {p.id}"] = (r.get("answer"), p.answer)
+        if len(diff) == 2:
+            break
+    if diff:
+        raise store.ConfigMismatchError(path, diff, hint="the problems changed since these rows were made: use a "
+                                        "new --output directory, or --overwrite to discard them")
+
+
 def _resume(out_dir: Path, chunks: list[list[Problem]], cfg: EvalConfig) -> tuple[list[list[Problem]], int]:
     """Keep complete chunks from an earlier run (rewriting the file without the rest); return what is left."""
     path = out_dir / store.SAMPLES_FILE
     rows, _ = store.read_samples(path)
+    _check_rows_match(path, rows, {p.id: p for chunk in chunks for p in chunk})
     by_key = {store.row_key(r): r for r in rows}
     kept, todo = [], []
     for chunk in chunks:
@@ -131,19 +152,31 @@ def _resolve(cfg: EvalConfig, spec_grading: str, spec_fallback: bool, spec_answe
 
 
 def run_eval(cfg: EvalConfig) -> dict:
-    """Evaluate ``cfg.model`` on a benchmark or JSONL, resuming from ``cfg.output`` if it holds a partial run."""
-    from effreason.grading import Grader
+    """Evaluate ``cfg.model`` on a benchmark or JSONL, resuming from ``cfg.output`` if it holds a partial run.
+
+    The output folder is locked for the run and claimed (``store.claim``) before the model is loaded.
+    """
     from effreason.models import load_tokenizer, resolve_model_path
 
     start = time.perf_counter()
+    out_dir = Path(cfg.output)
+    refuse_input_as_output({"--data": cfg.data}, store.output_files(out_dir))
     tokenizer = load_tokenizer(cfg.model)
     task = load_problems(cfg, tokenizer)
     _resolve(cfg, task.grading, task.last_number_fallback, task.answer_prefix)
-    out_dir = Path(cfg.output)
-    fingerprint = {**cfg.fingerprint(), "model_files": store.files_identity(resolve_model_path(cfg.model)),
-                   "adapter_files": store.files_identity(cfg.adapter)}
-    store.check_config(out_dir, fingerprint, overwrite=cfg.overwrite)
-    store.write_config(out_dir, fingerprint, cfg.to_dict())
+    fingerprint = {**cfg.fingerprint(), "model_files": weights_fingerprint(resolve_model_path(cfg.model)),
+                   "adapter_files": weights_fingerprint(cfg.adapter)}
+    with store.lock(out_dir):
+        store.claim(out_dir, fingerprint, cfg.to_dict(), overwrite=cfg.overwrite)
+        return _run_claimed(cfg, task, out_dir, fingerprint, start)
+
+
+def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, start: float) -> dict:
+    """``run_eval`` once the output folder is locked and claimed: resume, generate what is left, report."""
+    from effreason.grading import Grader
+    from effreason.models import resolve_model_path
+
+    previous = store.previous_results(out_dir)
     per_chunk = max(1, cfg.batch_size // cfg.samples) if cfg.backend == "hf" else cfg.batch_size
     todo, resumed = _resume(out_dir, make_chunks(task.problems, per_chunk), cfg)
     timing = {"model_load_s": 0.0, "generation_s": 0.0, "grading_s": 0.0, "generated_tokens": 0, "problems": 0}
@@ -168,6 +201,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     meta = {"model": cfg.model, "model_path": resolve_model_path(cfg.model), "model_files": fingerprint["model_files"],
             "adapter": cfg.adapter,
             "backend": cfg.backend, "benchmark": cfg.benchmark or cfg.data, "resumed_rows": resumed}
+    if not todo and previous and previous.get("throughput"):  # nothing generated: keep the generating run's figures
+        return finish(out_dir, results, meta, cfg, start, timing, kept_timing=previous)
     return finish(out_dir, results, meta, cfg, start, timing)
 
 
@@ -193,8 +228,13 @@ def _run_chunks(runner: ChunkRunner, todo: list[list[Problem]], writer: store.Sa
     bar.close()
 
 
-def finish(out_dir: Path, results: dict, meta: dict, cfg: EvalConfig, start: float, timing: dict) -> dict:
-    """Add config, versions, timing and baseline figures; write results.json and summary.md."""
+def finish(out_dir: Path, results: dict, meta: dict, cfg: EvalConfig, start: float, timing: dict,
+           kept_timing: dict | None = None) -> dict:
+    """Add config, versions, timing and baseline figures; write results.json and summary.md.
+
+    ``kept_timing``: the results of the run that generated the rows, whose wall time and throughput are
+    kept when this run generated nothing (a re-run of a finished eval).
+    """
     results.update(meta)
     results["config"] = cfg.to_dict()
     results["versions"] = versions(cfg.backend if cfg.completions is None else None)
@@ -205,6 +245,9 @@ def finish(out_dir: Path, results: dict, meta: dict, cfg: EvalConfig, start: flo
         "problems_per_s": timing["problems"] / gen_s if gen_s else None,
         "tokens_per_s": timing["generated_tokens"] / gen_s if gen_s else None,
     }
+    if kept_timing is not None:
+        results["wall_time_s"] = kept_timing.get("wall_time_s", results["wall_time_s"])
+        results["throughput"] = kept_timing["throughput"]
     if cfg.baseline:
         base_path = Path(cfg.baseline) / store.RESULTS_FILE if Path(cfg.baseline).is_dir() else Path(cfg.baseline)
         baseline = json.loads(base_path.read_text(encoding="utf-8"))

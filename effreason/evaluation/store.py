@@ -1,41 +1,36 @@
 """The output directory of one eval run, and resuming an interrupted run.
 
-Files: ``config.json`` (the resolved config, written before anything is generated),
+Files: ``config.json`` (the resolved config and the fingerprint a resume must match, written before
+anything is generated; it marks the folder as eval's, see ``effreason.outputs``),
 ``samples.jsonl`` (one row per completion, appended and flushed after each chunk), ``results.json``
 and ``summary.md`` (recomputed from ``samples.jsonl`` at the end, so a resumed run and an
 uninterrupted one report the same figures).
 
 A row is keyed by ``(id, sample, budget)`` (``budget`` is ``None`` for the unbudgeted completion).
 A process killed mid-write can leave a torn last line: it is dropped with a warning. Any other bad
-line is an error naming the file and line.
+line is an error naming the file and line. ``.effreason.lock`` keeps a second run out while one writes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
-from effreason.jsonl import AppendLog, read_append_log, write_json, write_jsonl
+from effreason.jsonl import AppendLog, read_append_log, write_jsonl
+from effreason.outputs import (
+    ConfigMismatchError as ConfigMismatchError,  # re-exported: store.ConfigMismatchError
+)
+from effreason.outputs import OutputExistsError, claim_output, output_lock
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE, SAMPLES_FILE, RESULTS_FILE, SUMMARY_FILE = "config.json", "samples.jsonl", "results.json", "summary.md"
+LOCK_FILE = ".effreason.lock"
+COMMAND = "effreason eval"
 
 RowKey = tuple[str, int, int | None]
-
-
-class ConfigMismatchError(ValueError):
-    """The output folder holds a run made with other settings (or weights); ``differences`` maps each
-    differing key to ``(saved, now)``."""
-
-    def __init__(self, out_dir: Path, differences: dict[str, tuple[object, object]]):
-        details = "; ".join(f"{k}: saved {saved!r}, now {now!r}" for k, (saved, now) in differences.items())
-        super().__init__(f"{out_dir} holds a run with a different config ({details}); "
-                         "use a new --output directory, or --overwrite to discard the old run")
-        self.out_dir, self.differences = out_dir, differences
 
 
 def row_key(row: dict) -> RowKey:
@@ -49,57 +44,35 @@ def read_samples(path: str | os.PathLike) -> tuple[list[dict], bool]:
     return read_append_log(path, check=row_key)
 
 
-def check_config(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
-    """Make ``out_dir`` ready for a run with this config, or refuse to mix runs.
+def output_files(out_dir: Path) -> list[Path]:
+    """Every file a run writes in ``out_dir``."""
+    return [out_dir / name for name in (CONFIG_FILE, SAMPLES_FILE, RESULTS_FILE, SUMMARY_FILE)]
 
-    With ``overwrite`` the previous run's files are removed. Otherwise a saved config must agree with
-    ``fingerprint`` (every setting that changes results) for the run to resume.
-    """
+
+def claim(out_dir: Path, fingerprint: dict, config: dict, *, overwrite: bool) -> bool:
+    """Make ``out_dir`` ready for a run with this ``fingerprint`` (every setting, weight and input that
+    changes results), or refuse to mix runs or to write over files eval did not write
+    (``effreason.outputs.claim_output``). Returns True when there are rows to resume."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / f for f in (CONFIG_FILE, SAMPLES_FILE, RESULTS_FILE, SUMMARY_FILE)]
-    if overwrite:
-        for f in files:
-            f.unlink(missing_ok=True)
-    config_path = out_dir / CONFIG_FILE
-    if config_path.is_file():
-        saved = json.loads(config_path.read_text(encoding="utf-8")).get("fingerprint", {})
-        diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != _jsonable(fingerprint.get(k)))
-        if diff:
-            raise ConfigMismatchError(out_dir, {k: (saved.get(k), fingerprint.get(k)) for k in diff})
-    elif (out_dir / SAMPLES_FILE).is_file():
-        raise ValueError(f"{out_dir / SAMPLES_FILE} exists without {CONFIG_FILE}; use a new --output or --overwrite")
+    return claim_output(out_dir / CONFIG_FILE, out_dir / SAMPLES_FILE, [out_dir / RESULTS_FILE, out_dir / SUMMARY_FILE],
+                        fingerprint, command=COMMAND, overwrite=overwrite, config=config,
+                        hint="use a new --output directory, or --overwrite to discard the old run")
 
 
-def _jsonable(value: object) -> object:
-    """The value as it reads back from JSON (tuples become lists, int dict keys become strings)."""
-    return json.loads(json.dumps(value, default=str))
+def lock(out_dir: Path):
+    """The lock on ``out_dir`` (``effreason.outputs.output_lock``): one run writes it at a time."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"--output {out_dir} is a file; eval writes a folder there: choose another path")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return output_lock(out_dir / LOCK_FILE, f"the eval output {out_dir}")
 
 
-def files_identity(path: str | os.PathLike | None) -> str | None:
-    """A cheap identity of a local model or adapter directory, so a resume notices changed weights.
-
-    Hashes each weight or config file's name, size and its first and last MiB (full hashes of
-    multi-GB checkpoints would cost more than a small eval). ``None`` for hub ids and missing paths.
-    """
-    if path is None or not Path(path).is_dir():
+def previous_results(out_dir: Path) -> dict | None:
+    """The results.json of an earlier run in ``out_dir`` (None if there is none or it is unreadable)."""
+    try:
+        return json.loads((out_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    digest = hashlib.sha256()
-    for f in sorted(Path(path).iterdir()):
-        if f.suffix not in (".safetensors", ".bin", ".json") or not f.is_file():
-            continue
-        size = f.stat().st_size
-        digest.update(f"{f.name}:{size}:".encode())
-        with f.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), os.SEEK_END)
-                digest.update(fh.read())
-    return digest.hexdigest()[:16]
-
-
-def write_config(out_dir: Path, fingerprint: dict, config: dict) -> None:
-    """Save the resolved config; ``fingerprint`` is what a resume must match."""
-    write_json(out_dir / CONFIG_FILE, {"fingerprint": fingerprint, "config": config})
 
 
 def keep_rows(path: Path, rows: list[dict]) -> None:

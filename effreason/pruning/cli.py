@@ -17,7 +17,9 @@ file, or a Hub id with ``--split`` / ``--subset``); ``--columns`` maps a dataset
 onto the fields read. Output rows (JSONL) keep the original and pruned completions with per-step
 labels and scores; ``<output>.summary.json`` holds the token reduction; ``--save-dataset DIR`` also
 writes them as a Hugging Face dataset with an SFT-ready ``messages`` column. Re-running with the same
-``--output`` resumes: traces already written are skipped.
+``--output`` resumes: traces already written are skipped, if the settings, the scorer's (or tokenizer's)
+files and the input are the same (``<output>.config.json``; ``--overwrite`` starts over). An output this
+command did not write is never written over, nor is the input; one run at a time writes an output.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ def add_parser(subparsers) -> None:
                    help="read a field (id, problem, prompt, completion, messages, answer) from another column")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="leave out malformed rows (each reported, and counted in the summary) instead of stopping")
-    p.add_argument("--output", required=True, help="output JSONL (appended to on resume)")
+    p.add_argument("--output", required=True, help="output JSONL (appended to on resume; <output>.config.json "
+                   "holds the settings a resume must match)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier run of this command in --output (never a file it did not write)")
     p.add_argument("--save-dataset", default=None, metavar="DIR",
                    help="also write the output rows as a Hugging Face dataset (load_from_disk), with `messages`")
     p.add_argument("--method", choices=["pir", "random"], default="pir")
@@ -66,10 +71,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effreason.jsonl import write_json
-    from effreason.models import load_model_and_tokenizer, load_tokenizer
+    from effreason import outputs
+    from effreason.models import load_tokenizer, resolve_model_path
     from effreason.pruning.classify import MarkerClassifier, load_marker_config
-    from effreason.pruning.prune import load_traces, prune_to_jsonl, save_pruned_dataset
+    from effreason.pruning.prune import is_pruned_dataset, output_files
     from effreason.pruning.segment import LabSegmenter, ParagraphSegmenter
 
     if args.method == "pir" and not args.scorer:
@@ -80,25 +85,50 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method random needs --tokenizer (or --scorer) to count tokens")
     if not 0.0 <= args.ratio <= 1.0:
         raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
-    # the settings, then every row, are checked before any work
+    files = output_files(args.output)
+    outputs.refuse_input_as_output({"--input": args.input}, [*files.values(), args.save_dataset])
+    if args.save_dataset:
+        outputs.refuse_input_as_output({"--output": args.output}, [args.save_dataset])
+        outputs.refuse_unowned_directory(args.save_dataset, is_pruned_dataset(args.save_dataset), "effreason prune")
+    # the settings, then every row, then the output are checked before the scorer is loaded
     segmenter = LabSegmenter() if args.segmenter == "lab" else ParagraphSegmenter(
         max_paragraph_chars=args.max_paragraph_chars, sentences_per_step=args.sentences_per_step)
     classifier = MarkerClassifier(load_marker_config(args.markers)) if args.markers else MarkerClassifier()
+    tokenizer = load_tokenizer(args.tokenizer or args.scorer)
+    settings = {"ratio": args.ratio, "method": args.method, "answer_prefix": args.answer_prefix, "segmenter": segmenter,
+                "classifier": classifier, "seed": args.seed, "max_batch_tokens": args.max_batch_tokens,
+                "reuse_prefix": not args.no_prefix_reuse}
+    with outputs.output_lock(files["lock"], f"the prune output {args.output}"):
+        return _run_locked(args, tokenizer, settings, resolve_model_path(args.scorer) if args.scorer else None)
+
+
+def _run_locked(args: argparse.Namespace, tokenizer, settings: dict, scorer: str | None) -> int:
+    """Read the traces, check them and the output, load the scorer, prune (``args.output`` is locked)."""
+    from effreason.jsonl import write_json
+    from effreason.models import load_model_and_tokenizer
+    from effreason.outputs import source_fingerprint
+    from effreason.pruning import prune
+    from effreason.pruning.pir import context_tokens
+
+    context = None
+    if args.method == "pir":
+        from transformers import AutoConfig
+
+        context = context_tokens(AutoConfig.from_pretrained(scorer))
     skipped = [] if args.skip_bad_rows else None
-    traces = load_traces(args.input, split=args.split, subset=args.subset, columns=args.columns, limit=args.limit,
-                         check_answers=args.method == "pir", answer_prefix=args.answer_prefix, skipped=skipped)
+    traces = prune.load_traces(args.input, split=args.split, subset=args.subset, columns=args.columns,
+                               limit=args.limit, check_answers=args.method == "pir", answer_prefix=args.answer_prefix,
+                               skipped=skipped, scorer_tokenizer=tokenizer, scorer_context=context)
     if not traces:
         raise ValueError(f"no usable trace in {args.input}" + (f" ({len(skipped)} rows skipped)" if skipped else ""))
+    source = {"input": source_fingerprint(args.input, split=args.split, subset=args.subset), "columns": args.columns}
+    fingerprint = {**prune.run_fingerprint(tokenizer=tokenizer.name_or_path, scorer=scorer, **settings), **source}
+    prune.claim_output(args.output, fingerprint, overwrite=args.overwrite, write=False)
     model = None
     if args.method == "pir":
-        model, tokenizer = load_model_and_tokenizer(args.scorer)
-    else:
-        tokenizer = load_tokenizer(args.tokenizer or args.scorer)
-    summary = prune_to_jsonl(traces, args.output, tokenizer=tokenizer, model=model, ratio=args.ratio,
-                             method=args.method, answer_prefix=args.answer_prefix, segmenter=segmenter,
-                             classifier=classifier,
-                             seed=args.seed, max_batch_tokens=args.max_batch_tokens,
-                             reuse_prefix=not args.no_prefix_reuse, progress=not args.no_progress)
+        model, tokenizer = load_model_and_tokenizer(scorer)
+    summary = prune.prune_to_jsonl(traces, args.output, tokenizer=tokenizer, model=model, overwrite=args.overwrite,
+                                   source=source, progress=not args.no_progress, **settings)
     summary = {**summary, "method": args.method, "ratio": args.ratio, "input": args.input}
     if skipped is not None:
         summary["skipped_rows"] = len(skipped)
@@ -108,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             "%d of %d rows have no gold `answer`: PIR scored the trace's own final answer for them", no_gold,
             summary["prune/traces"])
     if args.save_dataset:
-        rows = save_pruned_dataset(args.output, args.save_dataset, ids=[t["id"] for t in traces])
+        rows = prune.save_pruned_dataset(args.output, args.save_dataset, ids=[t["id"] for t in traces])
         summary["saved_dataset"] = f"{args.save_dataset} ({rows} rows)"
     write_json(f"{args.output}.summary.json", summary)
     print(json.dumps(summary, indent=2))

@@ -185,6 +185,19 @@ def ablation_sequences(tokenizer, problem: str, trace: ParsedTrace, ablate: Sequ
     return Ablations(seqs, len(target), scored.kind)
 
 
+def scored_tokens(tokenizer, problem: str, completion: str, *, gold: str | None = None,
+                  answer_prefix: str | None = None) -> int:
+    """Length of the longest sequence PIR scores for a trace (the prompt, the whole trace, the scored answer)."""
+    trace = parse_trace(completion, lambda thinking: [thinking])  # the full trace does not depend on the steps
+    return len(ablation_sequences(tokenizer, problem, trace, [], gold=gold, answer_prefix=answer_prefix).sequences[0])
+
+
+def context_tokens(config) -> int | None:
+    """The positions a model config allows (``max_position_embeddings``), if it says."""
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -207,6 +220,9 @@ def pir_scores(model, tokenizer, problem: str, trace: ParsedTrace, ablate: Seque
         return {}, None
     abl = ablation_sequences(tokenizer, problem, trace, ablate, gold=gold, answer_prefix=answer_prefix)
     seqs, pad = abl.sequences, _pad_id(tokenizer)
+    limit = context_tokens(getattr(model, "config", None))
+    if limit is not None and len(seqs[0]) > limit:  # beyond it the scores would be noise, not an error
+        raise ValueError(f"the scored trace has {len(seqs[0])} tokens, more than the scorer's context of {limit}")
     if reuse_prefix:
         full, ablated = shared_prefix_nll(model, seqs[0], seqs[1:], abl.scored_tokens, pad_token_id=pad,
                                           max_batch_tokens=max_batch_tokens)

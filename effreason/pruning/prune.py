@@ -11,6 +11,7 @@ number of functional steps, chosen uniformly with a per-trace seeded generator, 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import random
@@ -18,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from effreason import outputs
 from effreason.format import count_completion_tokens, split_thinking
 from effreason.jsonl import AppendLog, DataError, atomic_directory, iter_jsonl, read_append_log, require
+from effreason.outputs import describe, sidecar, weights_fingerprint
 from effreason.pruning.classify import MarkerClassifier, StepClassifier, is_functional
-from effreason.pruning.pir import TARGETS, ParsedTrace, parse_trace, pir_scores, scored_answer
+from effreason.pruning.pir import TARGETS, ParsedTrace, parse_trace, pir_scores, scored_answer, scored_tokens
 from effreason.pruning.segment import ParagraphSegmenter, Segmenter
 from effreason.sources import iter_rows, parse_field_map, rename_fields
 
@@ -188,8 +191,12 @@ def trace_from_row(row: dict, path, line: int) -> dict:
     row_id = row.get("id")
     trace = {"id": f"{Path(path).name}:{line}" if row_id is None else str(row_id), "problem": problem,
              "completion": completion}
-    if row.get("answer") is not None:
-        trace["answer"] = str(row["answer"])
+    answer = row.get("answer")
+    if answer is not None:
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+            raise DataError(path, line, f"expected the gold answer as a string or a number, got "
+                            f"{type(answer).__name__} {answer!r:.60}", field="answer")
+        trace["answer"] = str(answer)
     return trace
 
 
@@ -200,7 +207,8 @@ TRACE_FIELDS = ("id", "problem", "prompt", "completion", "messages", "answer")
 def load_traces(source, *, split: str = "train", subset: str | None = None,
                 columns: Mapping[str, str] | Sequence[str] | None = None, limit: int | None = None,
                 check_answers: bool = False, answer_prefix: str | None = None,
-                skipped: list[str] | None = None) -> list[dict]:
+                skipped: list[str] | None = None, scorer_tokenizer=None,
+                scorer_context: int | None = None) -> list[dict]:
     """Read trace rows (layouts: see ``trace_from_row``) from a JSONL file, a Hugging Face dataset
     (object, ``save_to_disk`` folder, data file, or Hub id with ``split`` / ``subset``): see
     ``effreason.sources.iter_rows``.
@@ -214,11 +222,14 @@ def load_traces(source, *, split: str = "train", subset: str | None = None,
         answer_prefix: the fixed lead-in PIR scoring will use, if any.
         skipped: if given, a bad row is left out, logged, and its error message appended here
             (large public sets hold some truncated traces); by default the first bad row raises.
+        scorer_tokenizer / scorer_context: a trace whose scored sequence (prompt, trace, answer) has more
+            tokens than ``scorer_context`` is a bad row (beyond its context a scorer's scores are noise).
 
     Raises:
         DataError: naming the file (or dataset and split), the line (or row) and the field, for a
             missing field or column, a completion whose thinking never closed, a repeated ``id``, or
-            (``check_answers``) a gold answer that cannot be placed.
+            (``check_answers``) a gold answer that cannot be placed, or one that is not a string or
+            a number, or a trace longer than ``scorer_context``.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
@@ -236,6 +247,9 @@ def load_traces(source, *, split: str = "train", subset: str | None = None,
                                   answer_prefix)
                 except ValueError as e:
                     raise DataError(where, line, str(e), field=fields.get("answer", "answer")) from None
+            if scorer_context is not None:
+                _check_context(trace, where, line, scorer_tokenizer, scorer_context, answer_prefix,
+                               fields.get("completion", "completion"))
         except DataError as e:
             if skipped is None:
                 raise
@@ -247,18 +261,84 @@ def load_traces(source, *, split: str = "train", subset: str | None = None,
     return traces
 
 
+def _check_context(trace: dict, where, line: int, tokenizer, limit: int, answer_prefix: str | None,
+                   field: str) -> None:
+    n = scored_tokens(tokenizer, trace["problem"], trace["completion"], gold=trace.get("answer"),
+                      answer_prefix=answer_prefix)
+    if n > limit:
+        raise DataError(where, line, f"the trace is {n} tokens with its prompt and answer, more than the scorer's "
+                        f"context of {limit}: shorten it, leave it out (--skip-bad-rows), or use a scorer with a "
+                        "longer context", field=field)
+
+
 def result_from_row(row: dict) -> PrunedTrace:
     """A ``PrunedTrace`` back from one output row."""
     fields = {k: row[k] for k in PrunedTrace.__dataclass_fields__ if k in row}
     return PrunedTrace(**{**fields, "steps": [StepRecord(**s) for s in row["steps"]]})
 
 
-def prune_to_jsonl(traces: Sequence[dict], output: str | Path, *, progress: bool = False, **kwargs) -> dict:
+#: The command whose outputs ``prune_to_jsonl`` writes (named in the manifest ``<output>.config.json``).
+COMMAND = "effreason prune"
+
+
+def output_files(output: str | Path) -> dict[str, Path]:
+    """The files of a prune output: ``rows`` (the JSONL), its ``manifest`` (``.config.json``), ``summary``
+    (``.summary.json``) and ``lock``."""
+    output = Path(output)
+    return {"rows": output, "manifest": sidecar(output, ".config.json"), "summary": sidecar(output, ".summary.json"),
+            "lock": output.with_name(f".{output.name}.lock")}
+
+
+def run_fingerprint(*, tokenizer: str | None, scorer: str | None, ratio: float, method: str = "pir",
+                    answer_prefix: str | None = None, segmenter: Segmenter | None = None,
+                    classifier: StepClassifier | None = None, seed: int = 0, max_batch_tokens: int = 16384,
+                    reuse_prefix: bool = True) -> dict:
+    """What shapes an output row besides its trace: ``prune_trace``'s settings, and the tokenizer's and
+    scorer's names and files (``effreason.outputs.weights_fingerprint``)."""
+    fingerprint = {"method": method, "ratio": ratio, "tokenizer": tokenizer,
+                   "tokenizer_files": weights_fingerprint(tokenizer),
+                   "segmenter": describe(segmenter or ParagraphSegmenter()),
+                   "classifier": describe(classifier or MarkerClassifier())}
+    if method == "pir":
+        fingerprint.update(scorer=scorer, scorer_files=weights_fingerprint(scorer), answer_prefix=answer_prefix,
+                           max_batch_tokens=max_batch_tokens, reuse_prefix=reuse_prefix)
+    else:
+        fingerprint["seed"] = seed
+    return fingerprint
+
+
+def claim_output(output: str | Path, fingerprint: dict, *, overwrite: bool = False, write: bool = True) -> bool:
+    """Make ``output`` ready for a prune run with ``fingerprint``, or refuse (``effreason.outputs.claim_output``):
+    an output (or its ``.summary.json``) this command did not write, or rows made with other settings."""
+    files = output_files(output)
+    return outputs.claim_output(files["manifest"], files["rows"], [files["summary"]], fingerprint, command=COMMAND,
+                                overwrite=overwrite, config=fingerprint, write=write)
+
+
+def _check_resumed(output: Path, rows: list[dict], traces: Sequence[dict]) -> None:
+    """Refuse rows pruned from another version of their trace (the input changed)."""
+    by_id = {t["id"]: t for t in traces}
+    for row in rows:
+        trace = by_id.get(row["id"])
+        for field in ("problem", "completion", "answer"):
+            if trace is not None and row.get(field) != trace.get(field):
+                raise outputs.ConfigMismatchError(
+                    output, {f"{field} of trace {trace['id']}": (row.get(field), trace.get(field))},
+                    hint="the input changed since that row was pruned: use a new --output, or --overwrite")
+
+
+def prune_to_jsonl(traces: Sequence[dict], output: str | Path, *, progress: bool = False, overwrite: bool = False,
+                   source: dict | None = None, **kwargs) -> dict:
     """Prune ``traces`` (rows as from ``load_traces``) into the JSONL ``output``, resumably.
 
     Each output row is ``PrunedTrace.to_row()`` plus ``problem`` and ``answer``, written and flushed
     as soon as it is done; traces whose id is already in ``output`` are skipped (a torn last line is
     dropped first, with a warning). Keyword arguments go to ``prune_trace``.
+
+    ``output`` is locked while the run writes it, and claimed first (``claim_output``): a resume needs the
+    same settings, tokenizer and scorer files (``run_fingerprint``) and ``source`` (what the traces were
+    read from), and each resumed row the same problem, completion and answer as its trace now;
+    ``overwrite`` discards an earlier run's rows.
 
     Returns:
         ``summarize`` of the rows of ``traces`` in ``output``, plus ``resumed_traces``.
@@ -266,17 +346,35 @@ def prune_to_jsonl(traces: Sequence[dict], output: str | Path, *, progress: bool
     from tqdm.auto import tqdm
 
     output = Path(output)
-    rows, _ = read_append_log(output, check=lambda row: str(row["id"]))
-    done = {row["id"] for row in rows}
-    todo = [t for t in traces if t["id"] not in done]
-    with AppendLog(output) as out:
-        for trace in tqdm(todo, desc="prune", unit="trace", disable=not progress):
-            result = prune_trace(trace["id"], trace["problem"], trace["completion"], answer=trace.get("answer"),
-                                 **kwargs)
-            out.write([{**result.to_row(), "problem": trace["problem"], "answer": trace.get("answer")}])
-    wanted = {t["id"] for t in traces}
-    results = [result_from_row(r) for r in read_append_log(output)[0] if r["id"] in wanted]
+    model = kwargs.get("model")
+    fingerprint = {**run_fingerprint(tokenizer=getattr(kwargs.get("tokenizer"), "name_or_path", None),
+                                     scorer=getattr(model, "name_or_path", None),
+                                     **{k: v for k, v in kwargs.items() if k not in ("tokenizer", "model")}),
+                   **(source or {})}
+    with outputs.output_lock(output_files(output)["lock"], f"the prune output {output}"):
+        claim_output(output, fingerprint, overwrite=overwrite)
+        rows, _ = read_append_log(output, check=lambda row: str(row["id"]))
+        _check_resumed(output, rows, traces)
+        done = {row["id"] for row in rows}
+        todo = [t for t in traces if t["id"] not in done]
+        with AppendLog(output) as out:
+            for trace in tqdm(todo, desc="prune", unit="trace", disable=not progress):
+                result = prune_trace(trace["id"], trace["problem"], trace["completion"], answer=trace.get("answer"),
+                                     **kwargs)
+                out.write([{**result.to_row(), "problem": trace["problem"], "answer": trace.get("answer")}])
+        wanted = {t["id"] for t in traces}
+        results = [result_from_row(r) for r in read_append_log(output)[0] if r["id"] in wanted]
     return {**summarize(results), "resumed_traces": len(traces) - len(todo)}
+
+
+def is_pruned_dataset(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a dataset ``save_pruned_dataset`` wrote (its features name our columns)."""
+    try:
+        info = json.loads((Path(directory) / "dataset_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    features = info.get("features") if isinstance(info, dict) else None
+    return isinstance(features, dict) and {"pruned_completion", "steps", "messages"} <= set(features)
 
 
 def save_pruned_dataset(output: str | Path, directory: str | Path, ids: Sequence[str] | None = None) -> int:
@@ -285,7 +383,8 @@ def save_pruned_dataset(output: str | Path, directory: str | Path, ids: Sequence
     The dataset has the JSONL's columns plus ``messages`` (the problem as the user turn, the pruned
     completion as the assistant turn), which TRL's ``SFTTrainer`` trains on as it is
     (``dataset.select_columns(["messages"])``). Written atomically: ``directory`` is either the
-    complete dataset or what was there before.
+    complete dataset or what was there before; ``directory`` must be missing, empty or a dataset this
+    function wrote (``is_pruned_dataset``), else ``FileExistsError``.
 
     Args:
         ids: keep these trace ids, in this order (default: every row of ``output``).
@@ -304,6 +403,6 @@ def save_pruned_dataset(output: str | Path, directory: str | Path, ids: Sequence
     data = Dataset.from_list([{**r, "messages": [{"role": "user", "content": r["problem"]},
                                                   {"role": "assistant", "content": r["pruned_completion"]}]}
                               for r in chosen])
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, replace=is_pruned_dataset(directory)) as tmp:
         data.save_to_disk(str(tmp))
     return len(chosen)

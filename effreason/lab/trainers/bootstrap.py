@@ -29,6 +29,7 @@ from effreason.lab.model import build_lab_model
 from effreason.lab.tokenizer import build_lab_tokenizer
 from effreason.lab.traces import sample_style, write_trace
 from effreason.lab.trainers.config import BootstrapConfig
+from effreason.outputs import OutputExistsError, refuse_unowned_directory
 
 logger = logging.getLogger(__name__)
 
@@ -175,15 +176,22 @@ def no_think_accuracy(model, tokenizer, *, limit: int | None, batch_size: int) -
     return sum(r.correct for r in results) / len(ds)
 
 
+def is_lab_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds what ``run_bootstrap`` writes (a model config and ``metrics.json``)."""
+    return (path / "config.json").is_file() and (path / "metrics.json").is_file()
+
+
 def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = False) -> dict:
     """Train, save the checkpoint and ``metrics.json`` into ``out``, and return the metrics.
 
     The directory is written in full next to ``out`` and renamed into place at the end, so an
-    interrupted run never leaves a half-written checkpoint.
+    interrupted run never leaves a half-written checkpoint. ``overwrite`` replaces a lab checkpoint
+    (``config.json`` and ``metrics.json``), never a folder of other files.
     """
     out = Path(out)
+    refuse_unowned_directory(out, is_lab_checkpoint(out), "`effreason lab bootstrap` (it holds no lab checkpoint)")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass --overwrite to replace it")
+        raise OutputExistsError(f"{out} holds a lab checkpoint; pass --overwrite to replace it")
     t0 = time.perf_counter()
     model, tokenizer, train_s, loss = train(cfg)
     test = evaluate_split(model, tokenizer, "test", limit=cfg.eval_limit,
@@ -209,7 +217,7 @@ def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = Fa
         "config": asdict(cfg),
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, replace=is_lab_checkpoint(out)) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
