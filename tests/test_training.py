@@ -220,6 +220,31 @@ def test_uninformative_groups():
         uninformative_groups(adv, 3)
 
 
+def test_rewards_read_completions_with_the_think_their_prompt_opened():
+    """R1-Distill's template ends the generation prompt with <think>; TRL decodes only the completion."""
+    from types import SimpleNamespace
+
+    from effreason.rewards import Correctness, Format
+    from effreason.training.grpo import EfficientGRPOTrainer
+
+    def trainer(template):
+        tok = SimpleNamespace(apply_chat_template=lambda messages, **kw: template.format(messages[-1]["content"]))
+        return SimpleNamespace(processing_class=tok, chat_template=None, chat_template_kwargs={})
+
+    prompt = [{"role": "user", "content": "1+2?"}]
+    cut, done = "1 + 2 = 3", "1 + 2 = 3</think> \\boxed{3}"
+    r1, plain = trainer("<｜User｜>{}<｜Assistant｜><think>\n"), trainer("<|user|>{}<|assistant|>")
+    in_context = EfficientGRPOTrainer._in_context
+    assert in_context(r1, prompt, [{"role": "assistant", "content": cut}]) == [
+        {"role": "assistant", "content": "<think>" + cut}]
+    assert in_context(r1, "<｜User｜>1+2?<｜Assistant｜><think>\n", cut) == "<think>" + cut  # text prompts
+    assert in_context(plain, prompt, [{"role": "assistant", "content": cut}]) == [{"role": "assistant", "content": cut}]
+    completions = [in_context(r1, prompt, [{"role": "assistant", "content": c}]) for c in (cut, done)]
+    correctness = Correctness(last_number_fallback=True)
+    assert correctness([prompt] * 2, completions, [[0], [0]], answer=["3", "3"]) == [0.0, 1.0]
+    assert Format()([prompt] * 2, completions, [[0], [0]]) == [0.0, 1.0]
+
+
 def test_resume_point(tmp_path):
     assert resume_point(tmp_path, None) is None
     assert resume_point(tmp_path, True) is None  # nothing saved yet: fresh start
