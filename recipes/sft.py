@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in recipe.variants:
         tic = time.perf_counter()
         data = sft_dataset(variant_rows[name], COMPLETION_FIELD[name], instruction=recipe.instruction,
-                           system_prompt=recipe.system_prompt)
+                           system_prompt=recipe.system_prompt, tokenizer=load_tokenizer(start))
         trained[name] = train_variant(sft, model_args, data, root / name, name)
         seconds[f"train_{name}"] = time.perf_counter() - tic
 
