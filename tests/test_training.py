@@ -245,6 +245,20 @@ def test_rewards_read_completions_with_the_think_their_prompt_opened():
     assert Format()([prompt] * 2, completions, [[0], [0]]) == [0.0, 1.0]
 
 
+def test_release_resets_accelerate_state_for_the_next_stages_trainer():
+    """Under DeepSpeed a second Accelerator with a plugin is refused while the first one's state lives."""
+    from types import SimpleNamespace
+
+    from accelerate.state import AcceleratorState, PartialState
+
+    from effreason.training.checkpoints import release
+
+    PartialState()
+    AcceleratorState._shared_state["distributed_type"] = "DEEPSPEED"  # as a first stage's trainer leaves it
+    release(SimpleNamespace())
+    assert AcceleratorState._shared_state == {} and PartialState().initialized  # the process group stays
+
+
 def test_resume_point(tmp_path):
     assert resume_point(tmp_path, None) is None
     assert resume_point(tmp_path, True) is None  # nothing saved yet: fresh start
