@@ -176,3 +176,26 @@ def test_resume_notices_changed_weights(tmp_path, capsys):
     build_lab_model(tok, seed=1).save_pretrained(model)  # same path, new weights
     assert main(eval_args(str(model), out, "--limit", "2", "--max-new-tokens", "4")) == 2
     assert "model_files" in capsys.readouterr().err
+
+
+def test_post_training_eval_loads_whole_weights_in_a_zero3_process(model_dir):
+    """A recipe launched with launch/accelerate/zero3.yaml evaluates in the same process: the live ZeRO-3
+    config must not make from_pretrained build an empty, partitioned model."""
+    pytest.importorskip("deepspeed")
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+
+    from effreason.models import load_model_and_tokenizer, outside_zero3
+
+    config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_batch_size": 1})
+    try:
+        assert is_deepspeed_zero3_enabled()
+        model, _ = load_model_and_tokenizer(model_dir, device="cpu")
+        assert model.get_input_embeddings().weight.dim() == 2
+        with outside_zero3():
+            assert not is_deepspeed_zero3_enabled()
+        assert is_deepspeed_zero3_enabled()  # the trainer's setting comes back
+    finally:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        del config
