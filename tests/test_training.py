@@ -259,6 +259,21 @@ def test_release_resets_accelerate_state_for_the_next_stages_trainer():
     assert AcceleratorState._shared_state == {} and PartialState().initialized  # the process group stays
 
 
+def test_processes_that_formed_no_group_are_refused(monkeypatch):
+    """multi_gpu.yaml on a CPU machine: two processes, each alone, would train into one output_dir."""
+    from types import SimpleNamespace
+
+    from effreason.training.launch import check_process_group
+
+    alone, together = SimpleNamespace(num_processes=1, distributed_type="NO"), SimpleNamespace(num_processes=2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    check_process_group(alone)  # python recipes/x.py
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_process_group(together)  # torchrun, DeepSpeed: one group of two
+    with pytest.raises(ValueError, match=r"2 processes were launched \(WORLD_SIZE=2\) but accelerate joined 1.*torchrun"):
+        check_process_group(alone)
+
+
 def test_resume_point(tmp_path):
     assert resume_point(tmp_path, None) is None
     assert resume_point(tmp_path, True) is None  # nothing saved yet: fresh start
