@@ -9,9 +9,11 @@ from typing import Any
 def check_process_group(state: Any) -> None:
     """Refuse a launch whose processes did not join one process group.
 
-    ``accelerate launch --config_file launch/accelerate/multi_gpu.yaml --num_processes 2`` on a machine
-    without CUDA starts two processes (``WORLD_SIZE=2``) that each set up accelerate alone
-    (``DistributedType.NO``): both would train the whole run and write the same ``output_dir``.
+    ``accelerate launch --config_file launch/accelerate/<file> --num_processes 2`` on a machine without
+    CUDA starts two processes (``WORLD_SIZE=2``) whose accelerate state holds one process: with
+    ``multi_gpu.yaml`` (``DistributedType.NO``) both would train the whole run into the same
+    ``output_dir``; with ``zero2`` / ``zero3.yaml`` DeepSpeed joins them but accelerate (and the
+    trainer's data split) still counts one.
 
     Args:
         state: accelerate's ``PartialState``.
@@ -24,5 +26,5 @@ def check_process_group(state: Any) -> None:
         raise ValueError(
             f"{launched} processes were launched (WORLD_SIZE={launched}) but accelerate joined "
             f"{state.num_processes} ({state.distributed_type}): each would train alone into the same "
-            "output_dir. Without GPUs, launch/accelerate/multi_gpu.yaml forms no process group: use "
-            f"`torchrun --nproc_per_node {launched} recipes/<recipe>.py ...` (gloo) or one process")
+            "output_dir. Without GPUs, the launch/accelerate files run one process only: use "
+            f"`torchrun --nproc_per_node {launched} recipes/<recipe>.py ...` (gloo) for {launched}")
