@@ -62,6 +62,25 @@ def split_thinking(text: str) -> SplitCompletion:
     return SplitCompletion("", text, False)
 
 
+def prompt_opens_thinking(prompt: str) -> bool:
+    """Whether a rendered prompt leaves a thinking block open, so the completion starts inside it.
+
+    DeepSeek-R1-Distill's chat template ends the generation prompt with ``<think>\\n`` (Qwen3's with
+    ``enable_thinking=False`` closes it again: ``<think>\\n\\n</think>``). Such a completion holds
+    only ``</think>``, and one cut off while thinking holds no marker at all.
+    """
+    return prompt.rfind(THINK_START) > prompt.rfind(THINK_END)
+
+
+def completion_in_context(prompt: str | None, completion: str) -> str:
+    """The completion as ``split_thinking`` must read it: with the ``<think>`` its prompt opened put back.
+
+    Without this, a completion of an R1-style prompt cut off while thinking would read as all answer
+    (its thinking graded, its tokens counted as answer tokens).
+    """
+    return THINK_START + completion if prompt and prompt_opens_thinking(prompt) else completion
+
+
 def answer_text(text: str) -> str | None:
     """The part of a completion a grader may read: after thinking, or ``None`` if truncated."""
     return split_thinking(text).answer

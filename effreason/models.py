@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -40,6 +42,29 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     return tok
 
 
+@contextlib.contextmanager
+def outside_zero3() -> Iterator[None]:
+    """Load and run whole models in a process that a DeepSpeed ZeRO-3 trainer set up.
+
+    While a ZeRO-3 ``TrainingArguments`` lives, transformers builds every ``from_pretrained`` model
+    partitioned (``deepspeed.zero.Init``: empty weights outside the engine, "'weight' must be 2-D")
+    and makes ``generate`` wait for the other ranks (``synced_gpus``). Evaluation and adapter merging
+    run in the main process alone, on whole weights. A no-op without DeepSpeed.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = ref() if ref is not None else None
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 def load_model_and_tokenizer(
     name_or_path: str | os.PathLike,
     *,
@@ -61,11 +86,12 @@ def load_model_and_tokenizer(
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    if adapter is not None:
-        from peft import PeftModel
+    with outside_zero3():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        if adapter is not None:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-        logger.info("merged adapter %s into %s", adapter, path)
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            logger.info("merged adapter %s into %s", adapter, path)
     model.to(device).eval()
     return model, tokenizer

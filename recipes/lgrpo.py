@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from effreason.training.checkpoints import train_once
     from effreason.training.data import training_dataset
+    from effreason.training.launch import check_process_group
     from effreason.training.stages import describe_stage, save_stage_config, stage_args
     from effreason.training.tracking import configure_wandb
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe, eval_args, grpo, model_args = parse_recipe_args(LGRPOArguments, argv, DEFAULT_CONFIG)
     configure_wandb(grpo)
     state, root = PartialState(), Path(grpo.output_dir)
+    check_process_group(state)  # before any work: duplicated runs would share output_dir
     cli_keys = command_line_keys(argv)
 
     # ---- 0. every stage's settings, rewards and data, before any training: a typo fails in seconds

@@ -58,12 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     from effreason.sft.report import data_figures, target_figures
     from effreason.sft.train import train_variant, trained_model
+    from effreason.training.launch import check_process_group
     from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recipe, eval_args, sft, model_args = parse_sft_args(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
     configure_wandb(sft)
     state = PartialState()
+    check_process_group(state)  # before any work: duplicated runs would share output_dir
     root, start = Path(sft.output_dir), model_args.model_name_or_path
     data_dir, clock, seconds = root / "data", time.perf_counter(), {}
     if state.is_main_process:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in recipe.variants:
         tic = time.perf_counter()
         data = sft_dataset(variant_rows[name], COMPLETION_FIELD[name], instruction=recipe.instruction,
-                           system_prompt=recipe.system_prompt)
+                           system_prompt=recipe.system_prompt, tokenizer=load_tokenizer(start))
         trained[name] = train_variant(sft, model_args, data, root / name, name)
         seconds[f"train_{name}"] = time.perf_counter() - tic
 

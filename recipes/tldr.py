@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from effreason.training.checkpoints import train_once
     from effreason.training.data import add_length_levels, level_reward_specs, parse_levels, training_dataset
+    from effreason.training.launch import check_process_group
     from effreason.training.stages import describe_stage, save_stage_config
     from effreason.training.tracking import configure_wandb
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             DEFAULT_CONFIG)
     configure_wandb(grpo)
     state, root, start_model = PartialState(), Path(grpo.output_dir), model_args.model_name_or_path
+    check_process_group(state)  # before any work: duplicated runs would share output_dir
 
     # ---- 0. levels, the levelled prompts and the rewards (each level's budget and lambda), before any training
     levels = parse_levels(recipe.levels)

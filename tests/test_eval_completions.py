@@ -46,6 +46,21 @@ def test_grades_and_token_figures(tmp_path, tokenizer_dir):
     assert [row["extracted"] for row in rows] == ["3", "4", None, None]
 
 
+def test_a_prompt_that_opened_thinking_makes_unclosed_text_thinking(tmp_path, tokenizer_dir):
+    """R1-Distill's template ends the prompt with <think>: a completion without </think> was cut off."""
+    prompt = "<|im_start|>user s1 1 + 2 <|im_end|> <|im_start|>assistant <think>"
+    rows = [{"prompt": prompt, "completion": "s1 1 + 2 = 3 ; s2", "answer": "3"},
+            {"prompt": prompt, "completion": "s1 1 + 2 = 3 ; </think> the answer is \\boxed{ 3 }", "answer": "3"}]
+    out = tmp_path / "graded"
+    assert main(["eval", "--completions", write(tmp_path / "c.jsonl", rows), "--tokenizer", tokenizer_dir,
+                 "--last-number-fallback", "--output", str(out)]) == 0
+    graded = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [g["reason"] for g in graded] == ["truncated", "correct"]
+    assert [g["truncated"] for g in graded] == [True, False]
+    assert (graded[0]["thinking_tokens"], graded[0]["answer_tokens"]) == (8, 0)
+    assert (graded[1]["thinking_tokens"], graded[1]["answer_tokens"]) == (8, 6) and graded[1]["completion"] == rows[1]["completion"]
+
+
 def test_without_a_tokenizer_there_are_no_token_figures(tmp_path):
     data = write(tmp_path / "c.jsonl", [{"completion": RIGHT, "answer": 3}, {"completion": WRONG, "answer": 3}])
     out = tmp_path / "graded"

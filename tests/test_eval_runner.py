@@ -304,3 +304,26 @@ def test_compare_writes_over_its_own_table_and_plot_only(model_dir, tmp_path, ca
         assert main(["eval", "compare", str(run), flag, str(path)]) == 2
         assert "was not written by `effreason eval compare`" in capsys.readouterr().err
         assert path.read_bytes() == before
+
+
+def test_post_training_eval_loads_whole_weights_in_a_zero3_process(model_dir):
+    """A recipe launched with launch/accelerate/zero3.yaml evaluates in the same process: the live ZeRO-3
+    config must not make from_pretrained build an empty, partitioned model."""
+    pytest.importorskip("deepspeed")
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+
+    from effreason.models import load_model_and_tokenizer, outside_zero3
+
+    config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_batch_size": 1})
+    try:
+        assert is_deepspeed_zero3_enabled()
+        model, _ = load_model_and_tokenizer(model_dir, device="cpu")
+        assert model.get_input_embeddings().weight.dim() == 2
+        with outside_zero3():
+            assert not is_deepspeed_zero3_enabled()
+        assert is_deepspeed_zero3_enabled()  # the trainer's setting comes back
+    finally:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        del config

@@ -1,6 +1,12 @@
 import pytest
 
-from effreason.format import chat_prompt, count_completion_tokens, split_thinking
+from effreason.format import (
+    chat_prompt,
+    completion_in_context,
+    count_completion_tokens,
+    prompt_opens_thinking,
+    split_thinking,
+)
 from effreason.jsonl import (
     DataError,
     atomic_directory,
@@ -25,6 +31,33 @@ from effreason.jsonl import (
 def test_split_thinking(text, thinking, answer, closed):
     split = split_thinking(text)
     assert (split.thinking, split.answer, split.closed) == (thinking, answer, closed)
+
+
+R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 1+2?<｜Assistant｜><think>\n"  # DeepSeek-R1-Distill
+
+
+@pytest.mark.parametrize("prompt, opened", [
+    (R1_PROMPT, True),
+    ("<|im_start|>assistant\n<think>\n\n</think>\n\n", False),  # Qwen3, enable_thinking=False
+    ("<|im_start|>user 1 + 2 <|im_end|> <|im_start|>assistant ", False),  # the lab's template
+    ("1 + 2", False),
+])
+def test_prompt_opens_thinking(prompt, opened):
+    assert prompt_opens_thinking(prompt) is opened
+
+
+def test_a_completion_cut_off_inside_thinking_the_prompt_opened_is_truncated_not_an_answer():
+    from effreason.grading import Grader
+
+    cut = "Two bolts of blue, half as much white: 2 + 1 = 3"  # no marker at all: the prompt opened <think>
+    assert split_thinking(completion_in_context(R1_PROMPT, cut)) == split_thinking("<think>" + cut)
+    assert split_thinking(completion_in_context(R1_PROMPT, cut)).answer is None
+    closed = "2 + 1 = 3</think>\n\\boxed{3}"
+    assert split_thinking(completion_in_context(R1_PROMPT, closed)) == split_thinking(closed)
+    assert completion_in_context("1 + 2", cut) == cut and completion_in_context(None, cut) == cut
+    with Grader("math", last_number_fallback=True) as grader:  # GSM8K's grading: the last number would pass
+        assert grader.grade(cut, "3").correct
+        assert grader.grade(completion_in_context(R1_PROMPT, cut), "3").reason == "truncated"
 
 
 def test_chat_prompt_instruction_and_system():

@@ -243,6 +243,27 @@ def test_ablation_sequences_score_the_gold_tokens_only(lab_tokenizer):
         len(parsed.steps[i].split()) for i in (1, 2)]  # word-level tokenizer: one token per word
 
 
+def test_ablation_sequences_open_thinking_once_when_bpe_splits_the_marker():
+    """R1-style template with a byte-level BPE in which "<think>" is eight tokens: not opened twice."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    backend.train_from_iterator(["the answer is 3 because 1 + 2 = 3"], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
+    tok.chat_template = ("{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}Assistant: <think>\n{% endif %}")
+    assert len(tok("<think>\n", add_special_tokens=False)["input_ids"]) > 4
+    parsed = parse_trace("<think>\n1 + 2 = 3\n\nWait, check: 3.\n</think>\n\nThe answer is \\boxed{3}",
+                         ParagraphSegmenter())
+    abl = ablation_sequences(tok, "What is 1 + 2?", parsed, [0], gold="3")
+    assert tok.decode(abl.sequences[0]) == ("User: What is 1 + 2?\nAssistant: <think>\n1 + 2 = 3\n\n"
+                                            "Wait, check: 3.\n</think>\n\nThe answer is \\boxed{3")
+
+
 def reference_pir(model, tokenizer, problem, parsed, ablate, gold):
     """One unpadded forward pass per sequence with full logits: the definition, spelled out.
 

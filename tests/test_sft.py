@@ -55,6 +55,20 @@ def test_sft_dataset_is_conversational_prompt_completion():
                                {"role": "user", "content": f"{rows[0]['problem']}\n{MATH_INSTRUCTION}"}]
 
 
+def test_sft_rows_keep_the_thinking_under_an_r1_style_chat_template(lab_tokenizer):
+    """R1-Distill's template drops assistant thinking and opens <think> in the generation prompt: TRL's
+    conversational rows would train on the answer alone, so the rows become text that keeps it."""
+    rows = [{"problem": "start 1 ; s1 + 2 ; ( mod 11 )", "completion": "<think> s1 1 + 2 = 3 ; </think> the answer is 3"}]
+    assert sft_dataset(rows, "completion", tokenizer=lab_tokenizer)[0] == sft_dataset(rows, "completion")[0]
+    tok = lab_tokenizer.__class__(tokenizer_object=lab_tokenizer.backend_tokenizer, eos_token="<|im_end|>")
+    tok.chat_template = ("{% for m in messages %}{% set c = m['content'] %}{% if m['role'] == 'assistant' %}"
+                         "{% set c = c.split('</think>')[-1] %}{% endif %}<|im_start|> {{ c }} <|im_end|> "
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|> <think> {% endif %}")
+    row = sft_dataset(rows, "completion", tokenizer=tok)[0]
+    assert row == {"prompt": "<|im_start|> start 1 ; s1 + 2 ; ( mod 11 ) <|im_end|> <|im_start|> <think> ",
+                   "completion": "s1 1 + 2 = 3 ; </think> the answer is 3"}
+
+
 def test_check_settings_refuses_other_data_settings(tmp_path):
     check_settings(tmp_path, {"prune_ratio": 0.5, "num_traces": 10})
     check_settings(tmp_path, {"prune_ratio": 0.5, "num_traces": 10})  # same settings: fine

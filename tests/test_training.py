@@ -220,6 +220,60 @@ def test_uninformative_groups():
         uninformative_groups(adv, 3)
 
 
+def test_rewards_read_completions_with_the_think_their_prompt_opened():
+    """R1-Distill's template ends the generation prompt with <think>; TRL decodes only the completion."""
+    from types import SimpleNamespace
+
+    from effreason.rewards import Correctness, Format
+    from effreason.training.grpo import EfficientGRPOTrainer
+
+    def trainer(template):
+        tok = SimpleNamespace(apply_chat_template=lambda messages, **kw: template.format(messages[-1]["content"]))
+        return SimpleNamespace(processing_class=tok, chat_template=None, chat_template_kwargs={})
+
+    prompt = [{"role": "user", "content": "1+2?"}]
+    cut, done = "1 + 2 = 3", "1 + 2 = 3</think> \\boxed{3}"
+    r1, plain = trainer("<｜User｜>{}<｜Assistant｜><think>\n"), trainer("<|user|>{}<|assistant|>")
+    in_context = EfficientGRPOTrainer._in_context
+    assert in_context(r1, prompt, [{"role": "assistant", "content": cut}]) == [
+        {"role": "assistant", "content": "<think>" + cut}]
+    assert in_context(r1, "<｜User｜>1+2?<｜Assistant｜><think>\n", cut) == "<think>" + cut  # text prompts
+    assert in_context(plain, prompt, [{"role": "assistant", "content": cut}]) == [{"role": "assistant", "content": cut}]
+    completions = [in_context(r1, prompt, [{"role": "assistant", "content": c}]) for c in (cut, done)]
+    correctness = Correctness(last_number_fallback=True)
+    assert correctness([prompt] * 2, completions, [[0], [0]], answer=["3", "3"]) == [0.0, 1.0]
+    assert Format()([prompt] * 2, completions, [[0], [0]]) == [0.0, 1.0]
+
+
+def test_release_resets_accelerate_state_for_the_next_stages_trainer():
+    """Under DeepSpeed a second Accelerator with a plugin is refused while the first one's state lives."""
+    from types import SimpleNamespace
+
+    from accelerate.state import AcceleratorState, PartialState
+
+    from effreason.training.checkpoints import release
+
+    PartialState()
+    AcceleratorState._shared_state["distributed_type"] = "DEEPSPEED"  # as a first stage's trainer leaves it
+    release(SimpleNamespace())
+    assert AcceleratorState._shared_state == {} and PartialState().initialized  # the process group stays
+
+
+def test_processes_that_formed_no_group_are_refused(monkeypatch):
+    """multi_gpu.yaml on a CPU machine: two processes, each alone, would train into one output_dir."""
+    from types import SimpleNamespace
+
+    from effreason.training.launch import check_process_group
+
+    alone, together = SimpleNamespace(num_processes=1, distributed_type="NO"), SimpleNamespace(num_processes=2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    check_process_group(alone)  # python recipes/x.py
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_process_group(together)  # torchrun, DeepSpeed: one group of two
+    with pytest.raises(ValueError, match=r"2 processes were launched \(WORLD_SIZE=2\) but accelerate joined 1.*torchrun"):
+        check_process_group(alone)
+
+
 def test_resume_point(tmp_path):
     assert resume_point(tmp_path, None) is None
     assert resume_point(tmp_path, True) is None  # nothing saved yet: fresh start

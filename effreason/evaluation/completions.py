@@ -15,7 +15,7 @@ from pathlib import Path
 
 from effreason.evaluation import report, store
 from effreason.evaluation.config import EvalConfig
-from effreason.format import split_thinking
+from effreason.format import completion_in_context, split_thinking
 from effreason.generation.thinking import split_text_token_counts
 from effreason.jsonl import DataError, iter_jsonl, require, write_jsonl
 from effreason.outputs import refuse_input_as_output
@@ -73,19 +73,22 @@ def _grade(cfg: EvalConfig, inputs: list[dict], out_dir: Path, start: float) -> 
     t = time.perf_counter()
     with Grader(mode=cfg.grading, timeout_s=cfg.grade_timeout_s, num_workers=cfg.grade_workers,
                 last_number_fallback=cfg.last_number_fallback) as grader:
-        grades = grader.grade_batch([r["completion"] for r in inputs], [r["answer"] for r in inputs])
+        # a string prompt that opened <think> (R1 templates): the completion starts inside the thinking
+        texts = [completion_in_context(r["prompt"] if isinstance(r["prompt"], str) else None, r["completion"])
+                 for r in inputs]
+        grades = grader.grade_batch(texts, [r["answer"] for r in inputs])
     grading_s = time.perf_counter() - t
     rows = []
-    for r, g in zip(inputs, grades, strict=True):
+    for r, g, text in zip(inputs, grades, texts, strict=True):
         if r["finished"] is not None:
             truncated = not r["finished"]
         else:
-            truncated = split_thinking(r["completion"]).answer is None
+            truncated = split_thinking(text).answer is None
         row = {"id": r["id"], "sample": 0, "budget": None, "prompt": r["prompt"], "completion": r["completion"],
                "answer": r["answer"], "extracted": g.extracted, "correct": bool(g.correct), "reason": g.reason,
                "truncated": truncated, "forced": False}
         if tokenizer is not None:
-            thinking, answer = split_text_token_counts(r["completion"], tokenizer)
+            thinking, answer = split_text_token_counts(r["completion"], tokenizer, opened=text != r["completion"])
             row.update(tokens=thinking + answer, thinking_tokens=thinking, answer_tokens=answer)
         rows.append(row)
     write_jsonl(out_dir / store.SAMPLES_FILE, rows)

@@ -57,6 +57,7 @@ def evaluate_model(eval_args: EvalArguments, out_dir: str | Path, name: str, mod
     from effreason.evaluation.config import EvalConfig
     from effreason.evaluation.runner import run_eval
     from effreason.evaluation.store import ConfigMismatchError
+    from effreason.models import outside_zero3
 
     extra = {}  # only when set, so a default run builds the same EvalConfig as ever
     if eval_args.eval_budgets:
@@ -68,11 +69,12 @@ def evaluate_model(eval_args: EvalArguments, out_dir: str | Path, name: str, mod
                      model=model, adapter=adapter, instruction=instruction, backend=eval_args.eval_backend,
                      max_new_tokens=eval_args.eval_max_new_tokens, batch_size=eval_args.eval_batch_size,
                      progress=False, **extra)
-    try:
-        results = run_eval(cfg)
-    except ConfigMismatchError:
-        logger.info("%s holds an evaluation of other weights or settings: evaluating again", cfg.output)
-        results = run_eval(replace(cfg, overwrite=True))
+    with outside_zero3():  # the main process alone, after a ZeRO-3 training: whole weights, no rank sync
+        try:
+            results = run_eval(cfg)
+        except ConfigMismatchError:
+            logger.info("%s holds an evaluation of other weights or settings: evaluating again", cfg.output)
+            results = run_eval(replace(cfg, overwrite=True))
     logger.info("eval %s: accuracy %.3f, tokens mean %.1f (%s)", name, results["accuracy"],
                 results.get("tokens_mean") or float("nan"), cfg.output)
     return results

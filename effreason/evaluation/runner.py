@@ -23,7 +23,7 @@ import effreason
 from effreason.evaluation import report, store
 from effreason.evaluation.config import EvalConfig
 from effreason.evaluation.prompts import Problem, Task, load_problems
-from effreason.format import THINK_END
+from effreason.format import THINK_END, completion_in_context
 from effreason.generation.backends import Backend, Sampling, build_backend
 from effreason.generation.methods import Rollout, post_processors
 from effreason.generation.thinking import single_token_id, split_token_counts
@@ -83,12 +83,14 @@ class ChunkRunner:
 
     def rows(self, rollouts: list[Rollout]) -> list[dict]:
         """Grade rollouts and turn them into samples.jsonl rows (``method_info`` where a method acted)."""
-        grades = self.grader.grade_batch([r.gen.text for r in rollouts], [r.origin[0].answer for r in rollouts])
+        # read as the model wrote it: after a prompt that opened <think> (R1 templates), thinking came first
+        texts = [completion_in_context(r.origin[0].prompt, r.gen.text) for r in rollouts]
+        grades = self.grader.grade_batch(texts, [r.origin[0].answer for r in rollouts])
         rows = []
-        for r, g in zip(rollouts, grades, strict=True):
+        for r, g, text in zip(rollouts, grades, texts, strict=True):
             problem, sample = r.origin
             thinking_tokens, answer_tokens = split_token_counts(
-                r.gen.token_ids, r.gen.num_tokens, r.gen.text, self.backend.tokenizer, self.think_end_id)
+                r.gen.token_ids, r.gen.num_tokens, text, self.backend.tokenizer, self.think_end_id)
             row = {
                 "id": problem.id, "index": problem.index, "sample": sample, "budget": r.budget,
                 "prompt": problem.prompt, "completion": r.gen.text, "answer": problem.answer,

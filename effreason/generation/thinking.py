@@ -62,12 +62,14 @@ def split_token_counts(token_ids: Sequence[int], num_tokens: int, text: str, tok
     return (num_tokens, 0) if THINK_START in text else (0, num_tokens)
 
 
-def split_text_token_counts(text: str, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+def split_text_token_counts(text: str, tokenizer: PreTrainedTokenizerBase, *,
+                            opened: bool = False) -> tuple[int, int]:
     """``(thinking_tokens, answer_tokens)`` of a completion known only as text (``--completions``).
 
     The completion is tokenized whole, and the thinking part (through the last ``</think>``) on its
     own; the answer gets the difference. Re-tokenizing text may differ by a token or so from the ids
-    the model generated: these are estimates, the best a text-only input allows.
+    the model generated: these are estimates, the best a text-only input allows. ``opened``: the
+    prompt opened ``<think>`` (``effreason.format.prompt_opens_thinking``), so unclosed text is thinking.
     """
     total = len(tokenizer(text, add_special_tokens=False)["input_ids"])
     end = text.rfind(THINK_END)
@@ -75,4 +77,4 @@ def split_text_token_counts(text: str, tokenizer: PreTrainedTokenizerBase) -> tu
         thinking = len(tokenizer(text[: end + len(THINK_END)], add_special_tokens=False)["input_ids"])
         thinking = min(thinking, total)
         return thinking, total - thinking
-    return (total, 0) if THINK_START in text else (0, total)
+    return (total, 0) if opened or THINK_START in text else (0, total)

@@ -33,7 +33,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from effreason.format import THINK_END, THINK_START, chat_prompt, chat_prompt_ids, split_thinking
+from effreason.format import (
+    THINK_END,
+    THINK_START,
+    chat_prompt,
+    chat_prompt_ids,
+    prompt_opens_thinking,
+    split_thinking,
+)
 from effreason.grading.extract import find_last_boxed
 from effreason.pruning.nll import answer_nll, shared_prefix_nll
 
@@ -172,8 +179,9 @@ def ablation_sequences(tokenizer, problem: str, trace: ParsedTrace, ablate: Sequ
     """Token ids of the full trace then one sequence per step in ``ablate`` (that step removed)."""
     prompt = chat_prompt_ids(tokenizer, chat_prompt(problem))
     head_trace = trace
-    if tokenizer.decode(prompt[-4:]).rstrip().endswith(THINK_START):
-        # The chat template already opened <think> (some R1 templates do): do not open it twice.
+    if prompt_opens_thinking(tokenizer.decode(prompt)):
+        # The chat template already opened <think> (R1-Distill's does): do not open it twice. The whole
+        # prompt is decoded: a BPE that splits "<think>" spends more tokens on it than any fixed tail.
         head_trace = ParsedTrace(trace.head.replace(THINK_START, "", 1).lstrip(), trace.steps,
                                  trace.tail, trace.answer)
     scored = scored_answer(trace.answer, gold, answer_prefix)

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from effreason.format import chat_prompt, resolve_instruction
+from effreason.format import (
+    THINK_START,
+    chat_prompt,
+    prompt_opens_thinking,
+    render_prompt,
+    resolve_instruction,
+)
 from effreason.jsonl import read_jsonl, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -118,19 +124,43 @@ def read_variant(path: Path, rows: Sequence[dict]) -> list[dict]:
 
 
 def sft_dataset(rows: Sequence[dict], completion_field: str, *, instruction: str | None = None,
-                system_prompt: str | None = None) -> Dataset:
-    """Conversational prompt-completion rows for TRL's ``SFTTrainer`` (loss on the completion only).
+                system_prompt: str | None = None, tokenizer=None) -> Dataset:
+    """Prompt-completion rows for TRL's ``SFTTrainer`` (loss on the completion only).
 
     The prompt is rebuilt from ``problem`` with ``effreason.format.chat_prompt``, as the eval suite
-    builds it, so the model is trained on the prompts it is evaluated with.
+    builds it, so the model is trained on the prompts it is evaluated with. Rows are conversational,
+    unless ``tokenizer``'s chat template would not train on the completion as written: R1-Distill's
+    drops everything up to ``</think>`` from assistant turns and opens ``<think>`` only in the
+    generation prompt, so TRL would train on the answer alone. Then rows are text: the rendered
+    prompt (as at generation) and the completion after the ``<think>`` that prompt opened.
 
     Args:
         completion_field: ``completion`` (unpruned) or ``pruned_completion``.
         instruction: appended to each problem (``math`` = the boxed-answer instruction).
+        tokenizer: the tokenizer of the model being trained (None: conversational rows).
     """
     extra = resolve_instruction(instruction)
-    return Dataset.from_list([
-        {"prompt": chat_prompt(row["problem"], instruction=extra, system_prompt=system_prompt),
-         "completion": [{"role": "assistant", "content": row[completion_field]}]}
-        for row in rows
-    ])
+    data = [{"prompt": chat_prompt(row["problem"], instruction=extra, system_prompt=system_prompt),
+             "completion": [{"role": "assistant", "content": row[completion_field]}]} for row in rows]
+    if tokenizer is None or not tokenizer.chat_template or all(_template_keeps(tokenizer, r) for r in data):
+        return Dataset.from_list(data)
+    logger.info("the chat template does not keep completions as written (thinking dropped or <think> opened "
+                "in the prompt): SFT rows are the rendered prompt text and the completion text")
+    return Dataset.from_list([_text_row(tokenizer, r["prompt"], r["completion"][0]["content"]) for r in data])
+
+
+def _template_keeps(tokenizer, row: dict) -> bool:
+    """Whether the chat template renders ``row``'s completion whole, right after the generation prompt."""
+    head = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    return full.startswith(head) and row["completion"][0]["content"].strip() in full[len(head):]
+
+
+def _text_row(tokenizer, messages: list[dict], completion: str) -> dict:
+    prompt, _ = render_prompt(tokenizer, messages)
+    bos = tokenizer.bos_token
+    if bos and prompt.startswith(bos) and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        prompt = prompt[len(bos):]  # TRL tokenizes text rows with the special tokens: no second BOS
+    if prompt_opens_thinking(prompt) and completion.lstrip().startswith(THINK_START):
+        completion = completion.lstrip()[len(THINK_START):].lstrip()
+    return {"prompt": prompt, "completion": completion}  # TRL appends the EOS token to text completions

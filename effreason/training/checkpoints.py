@@ -82,9 +82,19 @@ def train_once(build_trainer: Callable[[], Any], output_dir: str | os.PathLike, 
 
 
 def release(trainer: Any) -> None:
-    """Free the trainer (and its colocated vLLM engine) before the next stage or the evaluation."""
+    """Free the trainer (and its colocated vLLM engine) before the next stage or the evaluation.
+
+    Accelerate's shared state is reset too (the process group stays): under DeepSpeed the next
+    stage's trainer builds an ``Accelerator`` with its own DeepSpeed plugin, which accelerate refuses
+    while the first one's state lives ("cannot pass in a `deepspeed_plugin` when creating a second
+    `Accelerator`").
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
     generation = getattr(trainer, "vllm_generation", None)
     if generation is not None and getattr(generation, "llm", None) is not None:
         del generation.llm
     del trainer
     gc.collect()
+    AcceleratorState._reset_state()
+    GradientState._reset_state()

