@@ -65,6 +65,25 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Output paths and the scorer / tokenizer, checked in milliseconds before traces or models are loaded."""
+    from effreason.errors import check_input_file, check_output_path
+    from effreason.models import check_model_source
+
+    if args.input.endswith((".jsonl", ".ndjson")):
+        check_input_file(args.input, "--input")
+    check_output_path(args.output, "--output", folder=False)
+    if args.save_dataset:
+        check_output_path(args.save_dataset, "--save-dataset")
+    if args.markers:
+        check_input_file(args.markers, "--markers")
+    if args.method == "pir":
+        check_model_source(args.scorer, "--scorer")
+    else:
+        check_model_source(args.tokenizer or args.scorer, "--tokenizer" if args.tokenizer else "--scorer",
+                           tokenizer_only=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from effreason.jsonl import write_json
     from effreason.models import load_model_and_tokenizer, load_tokenizer
@@ -80,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method random needs --tokenizer (or --scorer) to count tokens")
     if not 0.0 <= args.ratio <= 1.0:
         raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
+    check_paths(args)
     # the settings, then every row, are checked before any work
     segmenter = LabSegmenter() if args.segmenter == "lab" else ParagraphSegmenter(
         max_paragraph_chars=args.max_paragraph_chars, sentences_per_step=args.sentences_per_step)
