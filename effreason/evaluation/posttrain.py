@@ -37,6 +37,14 @@ class EvalArguments:
     def __post_init__(self) -> None:
         if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):
             self.eval_benchmark = None
+        from effreason.benchmarks import BENCHMARKS
+
+        # checked now: the eval runs after training, hours later
+        if self.eval_benchmark is not None and self.eval_benchmark not in BENCHMARKS:
+            raise ValueError(f"eval_benchmark: unknown benchmark {self.eval_benchmark!r}; known: "
+                             f"{', '.join(BENCHMARKS)}, or none (no eval)")
+        if self.eval_backend not in ("hf", "vllm"):
+            raise ValueError(f"eval_backend must be hf or vllm, got {self.eval_backend!r}")
 
 
 class EvalModel(NamedTuple):
