@@ -93,7 +93,8 @@ def test_recipe_config_value_of_the_wrong_type_names_file_and_key(tmp_path):
 
 @pytest.mark.parametrize("case", ["corrupt model", "output under a file", "output is a file", "data is a folder",
                                   "missing baseline", "missing tokenizer", "prune output is a folder",
-                                  "plot under a file", "lab show --n 0", "bootstrap out under a file"])
+                                  "plot under a file", "lab show --n 0", "bootstrap out under a file", "bad device",
+                                  "bad dtype"])
 def test_user_mistakes_in_process(case, bad, capsys):
     out = bad / "out"
     argv, names = {
@@ -116,6 +117,10 @@ def test_user_mistakes_in_process(case, bad, capsys):
         "lab show --n 0": (["lab", "show", "--n", "0"], ["--n"]),
         "bootstrap out under a file": (["lab", "bootstrap", "--out", bad / "afile" / "ck"],
                                        [str(bad / "afile"), "is a file"]),
+        "bad device": (["eval", "--model", "lab", "--benchmark", "lab", "--device", "gpu7", "--output", out],
+                       ["--device 'gpu7'"]),
+        "bad dtype": (["eval", "--model", "lab", "--benchmark", "lab", "--dtype", "float33", "--output", out],
+                      ["--dtype 'float33'"]),
     }[case]
     assert main([str(a) for a in argv]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
