@@ -228,6 +228,7 @@ def test_recipe_config_types(tmp_path):
                           ("lr_scheduler_type: cosin\n", "lr_scheduler_type: expected one of linear, cosine"),
                           ("stage1: {max_steps: ten}\n", "stage1: max_steps: expected an integer, got 'ten'"),
                           ("eval_benchmark: gsm8kk\n", "eval_benchmark: unknown benchmark 'gsm8kk'"),
+                          ("eval_max_new_tokens: 0\n", "eval_max_new_tokens must be >= 1"),
                           ("learning_rate: [1\n", ":4: not valid YAML.*flow sequence from line 3")]:
         config.write_text("model_name_or_path: lab\noutput_dir: out\n" + text)
         with pytest.raises(UserError, match=f"{config}.*{message}"):

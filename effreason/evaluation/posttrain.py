@@ -45,6 +45,9 @@ class EvalArguments:
                              f"{', '.join(BENCHMARKS)}, or none (no eval)")
         if self.eval_backend not in ("hf", "vllm"):
             raise ValueError(f"eval_backend must be hf or vllm, got {self.eval_backend!r}")
+        for key in ("eval_limit", "eval_max_new_tokens", "eval_batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1 (or unset), got {getattr(self, key)}")
 
 
 class EvalModel(NamedTuple):
