@@ -30,21 +30,44 @@ class DataError(ValueError):
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, row)`` for each non-blank line; raise ``DataError`` on bad JSON."""
+    """Yield ``(line_number, row)`` for each non-blank line; raise ``DataError`` on a missing file, a folder,
+    text that is not UTF-8 or bad JSON."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, "is a folder; give a JSONL file")
     if not path.is_file():
         raise DataError(path, None, "file not found")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    lineno = 0
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    # the column within the line (JSON's own counts the line's newline as a second line)
+                    column = min(e.pos, len(line.rstrip("\r\n"))) + 1
+                    raise DataError(path, lineno, f"invalid JSON ({e.msg} at column {column})") from None
+                if not isinstance(row, dict):
+                    raise DataError(path, lineno, f"expected a JSON object, got {type(row).__name__}")
+                yield lineno, row
+    except UnicodeDecodeError:  # decoded by blocks, so the error does not know its line: find it
+        raise _not_utf8(path, lineno) from None
+
+
+def _not_utf8(path: Path, after_line: int) -> DataError:
+    """The ``DataError`` for the first line after ``after_line`` that is not UTF-8."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno <= after_line:
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(path, lineno, f"expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(path, lineno, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
+                                 "the line); save the file as UTF-8")
+    return DataError(path, None, "not UTF-8 text; save the file as UTF-8")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

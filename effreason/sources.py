@@ -33,6 +33,11 @@ _BUILDERS = {".parquet": "parquet", ".json": "json", ".csv": "csv", ".arrow": "a
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+def looks_like_hub_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a Hub repository id (``name`` or ``owner/name``)."""
+    return _HUB_ID.match(text) is not None
+
+
 def _dataset_rows(data, where: str) -> Iterator[tuple[str, int, dict]]:
     for index, row in enumerate(data):
         yield where, index + 1, dict(row)
@@ -80,7 +85,7 @@ def iter_rows(source: Any, *, split: str = "train", subset: str | None = None) -
             yield text, line, row
         return
     if not path.exists() and (path.suffix in _BUILDERS or text.startswith(("/", ".", "~"))
-                              or not _HUB_ID.match(text)):
+                              or not looks_like_hub_id(text)):
         raise DataError(text, None, "file not found (nor a Hub dataset id)")
     import datasets  # JSONL is read without it
 

@@ -42,7 +42,9 @@ logger = logging.getLogger("recipes.lgrpo")
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
+    from effreason.errors import check_output_path
     from effreason.evaluation.posttrain import EvalModel, evaluate_and_compare
+    from effreason.models import check_model_source
     from effreason.training.args import LGRPOArguments, command_line_keys, parse_recipe_args
     from effreason.training.builders import (
         build_grpo_trainer,
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     recipe, eval_args, grpo, model_args = parse_recipe_args(LGRPOArguments, argv, DEFAULT_CONFIG)
-    configure_wandb(grpo)
+    check_model_source(model_args.model_name_or_path, "model_name_or_path")
+    check_output_path(grpo.output_dir, "output_dir")
     state, root = PartialState(), Path(grpo.output_dir)
     check_process_group(state)  # before any work: duplicated runs would share output_dir
     cli_keys = command_line_keys(argv)
@@ -71,13 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         block = recipe.stage1 if stage == "1" else recipe.stage2
         out = str(root / name) if recipe.stage == "both" else grpo.output_dir
         stage_grpo, stage_recipe = stage_args(grpo, recipe, block, out, cli_keys)
-        rewards = build_stage_rewards(stage_recipe.rewards, stage_grpo, f"{name} rewards")
-        stages[name] = (stage_grpo, stage_recipe, rewards, training_dataset(stage_recipe))
+        stages[name] = [stage_grpo, stage_recipe, build_stage_rewards(stage_recipe.rewards, stage_grpo,
+                                                                      f"{name} rewards")]
+    for stage in stages.values():  # the data, once every stage's settings and rewards are valid
+        stage.append(training_dataset(stage[1]))
     for name, (stage_grpo, stage_recipe, _, _) in stages.items():  # written once every stage is valid
         block = recipe.stage1 if name == "stage1" else recipe.stage2
         if state.is_main_process:
             save_stage_config(stage_grpo.output_dir, describe_stage(name, block, cli_keys), stage_grpo,
                               stage_recipe, model_args)
+    configure_wandb(grpo)
 
     # ---- 1-2. GRPO++ (correctness), then L-GRPO (length in all-correct groups), each from the last
     start, adapter = model_args.model_name_or_path, None
@@ -104,4 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from effreason.errors import run_script
+
+    sys.exit(run_script(main, "recipes/lgrpo.py"))  # a user mistake: one line, exit code 2 (--debug: traceback)

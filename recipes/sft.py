@@ -44,9 +44,15 @@ logger = logging.getLogger("recipes.sft")
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
+    from effreason.errors import check_output_path
     from effreason.evaluation.posttrain import evaluate_model, write_comparison
     from effreason.jsonl import write_json
-    from effreason.models import load_model_and_tokenizer, load_tokenizer, resolve_model_path
+    from effreason.models import (
+        check_model_source,
+        load_model_and_tokenizer,
+        load_tokenizer,
+        resolve_model_path,
+    )
     from effreason.sft.args import parse_sft_args
     from effreason.sft.data import (
         COMPLETION_FIELD,
@@ -63,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recipe, eval_args, sft, model_args = parse_sft_args(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
+    check_model_source(model_args.model_name_or_path, "model_name_or_path")
+    if recipe.prune_scorer:
+        check_model_source(recipe.prune_scorer, "prune_scorer")
+    check_output_path(sft.output_dir, "output_dir")
     configure_wandb(sft)
     state = PartialState()
     check_process_group(state)  # before any work: duplicated runs would share output_dir
@@ -161,4 +171,6 @@ def _eval_figures(results: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from effreason.errors import run_script
+
+    sys.exit(run_script(main, "recipes/sft.py"))  # a user mistake: one line, exit code 2 (--debug: traceback)

@@ -38,7 +38,9 @@ logger = logging.getLogger("recipes.tldr")
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
+    from effreason.errors import check_output_path
     from effreason.evaluation.posttrain import EvalModel, evaluate_and_compare
+    from effreason.models import check_model_source
     from effreason.training.args import TLDRArguments, parse_recipe_args
     from effreason.training.builders import (
         build_grpo_trainer,
@@ -55,16 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recipe, eval_args, grpo, model_args = parse_recipe_args(TLDRArguments, sys.argv[1:] if argv is None else argv,
                                                             DEFAULT_CONFIG)
-    configure_wandb(grpo)
+    check_model_source(model_args.model_name_or_path, "model_name_or_path")
+    check_output_path(grpo.output_dir, "output_dir")
     state, root, start_model = PartialState(), Path(grpo.output_dir), model_args.model_name_or_path
     check_process_group(state)  # before any work: duplicated runs would share output_dir
 
-    # ---- 0. levels, the levelled prompts and the rewards (each level's budget and lambda), before any training
+    # ---- 0. levels, the rewards (each level's budget and lambda) and the levelled prompts, before any training
     levels = parse_levels(recipe.levels)
+    funcs, weights = build_stage_rewards(level_reward_specs(recipe.rewards, levels), grpo, "rewards")
     data = add_length_levels(training_dataset(recipe), levels, seed=grpo.seed, sampling=recipe.level_sampling)
     if recipe.level_sampling == "all" and grpo.shuffle_dataset:
         logger.warning("level_sampling: all with shuffle_dataset: true scatters a problem's levels over batches")
-    funcs, weights = build_stage_rewards(level_reward_specs(recipe.rewards, levels), grpo, "rewards")
+    configure_wandb(grpo)
 
     # ---- 1. lab only: teach the start model to read the level words (SFT on level-styled lab traces)
     if recipe.lab_level_warmup_steps:
@@ -102,4 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from effreason.errors import run_script
+
+    sys.exit(run_script(main, "recipes/tldr.py"))  # a user mistake: one line, exit code 2 (--debug: traceback)

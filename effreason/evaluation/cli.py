@@ -147,8 +147,53 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(**{f: getattr(args, f) for f in names}, methods=methods)
 
 
+def check_sources(cfg: EvalConfig) -> None:
+    """The run's paths, model, adapter and tokenizer, checked in milliseconds before anything is loaded.
+
+    Raises:
+        UserError: naming the option and the path or id (``effreason.errors``, ``effreason.models``).
+    """
+    from effreason.errors import check_input_file, check_output_path
+    from effreason.models import check_model_source
+
+    check_output_path(cfg.output, "--output")
+    for option, path in (("--data", cfg.data), ("--completions", cfg.completions)):
+        if path:
+            check_input_file(path, option)
+    if cfg.model and cfg.completions is None:
+        check_model_source(cfg.model, "--model")
+    if cfg.adapter:
+        check_model_source(cfg.adapter, "--adapter", adapter=True)
+    if cfg.tokenizer:
+        check_model_source(cfg.tokenizer, "--tokenizer", tokenizer_only=True)
+    if cfg.baseline:
+        from effreason.evaluation.compare import load_results
+
+        load_results(cfg.baseline)  # read at the end: a missing one must fail now
+    if cfg.completions is None and cfg.backend == "hf":
+        _check_device(cfg.device, cfg.dtype)
+
+
+def _check_device(device: str | None, dtype: str | None) -> None:
+    """``--device`` / ``--dtype`` of the HF backend (torch would fail with a traceback after loading)."""
+    import torch
+
+    from effreason.errors import UserError
+
+    if device is not None:
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise UserError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu or leave it out")
+    if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise UserError(f"--dtype {dtype!r} is not a torch dtype (float32, bfloat16, float16)")
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    check_sources(cfg)
     if cfg.backend == "vllm" and cfg.completions is None and importlib.util.find_spec("vllm") is None:
         from effreason.generation.vllm import INSTALL_HINT
 
@@ -201,8 +246,12 @@ def format_results(r: dict) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from effreason.errors import check_output_path
     from effreason.evaluation import compare
 
+    for option, path in (("--plot", args.plot), ("--table", args.table)):
+        if path:
+            check_output_path(path, option, folder=False)
     for out in (args.table, args.plot):
         compare.refuse_foreign_output(out)
     paths = list(args.runs)

@@ -32,7 +32,10 @@ def load_results(run: str | Path) -> dict:
     path = path / store.RESULTS_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results.json (did `effreason eval --output {run}` finish?)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not a readable results.json ({e})") from None
 
 
 def run_labels(runs: list[str]) -> list[str]:

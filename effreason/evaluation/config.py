@@ -89,6 +89,8 @@ class EvalConfig:
             raise ValueError(f"need --temperature >= 0 and 0 < --top-p <= 1, got {self.temperature}, {self.top_p}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         self._check_methods()
         if any(b < 1 for b in self.budgets) or len(set(self.budgets)) != len(self.budgets):
             raise ValueError(f"--budgets must be distinct positive token counts, got {self.budgets}")

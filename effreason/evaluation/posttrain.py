@@ -37,6 +37,17 @@ class EvalArguments:
     def __post_init__(self) -> None:
         if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):
             self.eval_benchmark = None
+        from effreason.benchmarks import BENCHMARKS
+
+        # checked now: the eval runs after training, hours later
+        if self.eval_benchmark is not None and self.eval_benchmark not in BENCHMARKS:
+            raise ValueError(f"eval_benchmark: unknown benchmark {self.eval_benchmark!r}; known: "
+                             f"{', '.join(BENCHMARKS)}, or none (no eval)")
+        if self.eval_backend not in ("hf", "vllm"):
+            raise ValueError(f"eval_backend must be hf or vllm, got {self.eval_backend!r}")
+        for key in ("eval_limit", "eval_max_new_tokens", "eval_batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1 (or unset), got {getattr(self, key)}")
 
 
 class EvalModel(NamedTuple):

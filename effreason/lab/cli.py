@@ -34,9 +34,11 @@ def add_parser(subparsers) -> None:
 
 
 def _run_bootstrap(args: argparse.Namespace) -> int:
+    from effreason.errors import check_output_path
     from effreason.lab.trainers.bootstrap import run_bootstrap
     from effreason.lab.trainers.config import BootstrapConfig
 
+    check_output_path(args.out, "--out")
     names = {f.name for f in dataclasses.fields(BootstrapConfig)}
     cfg = BootstrapConfig(**{k: v for k, v in vars(args).items() if k in names})
     metrics = run_bootstrap(cfg, args.out, overwrite=args.overwrite)
@@ -52,6 +54,8 @@ def _run_show(args: argparse.Namespace) -> int:
     from effreason.lab.datasets import lab_problems
     from effreason.lab.traces import oracle_trace, sample_style, write_trace
 
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1 (problems to show), got {args.n}")
     rng = random.Random(args.seed)
     for problem in lab_problems(args.split)[: args.n]:
         print(f"problem : {problem.text()}")

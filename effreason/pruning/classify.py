@@ -118,7 +118,7 @@ def load_marker_config(path: str | Path) -> MarkerConfig:
         raise ValueError(f"{path}: marker file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid YAML/JSON: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of marker settings, got {type(data).__name__}")

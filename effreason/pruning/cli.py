@@ -70,6 +70,25 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Output paths and the scorer / tokenizer, checked in milliseconds before traces or models are loaded."""
+    from effreason.errors import check_input_file, check_output_path
+    from effreason.models import check_model_source
+
+    if args.input.endswith((".jsonl", ".ndjson")):
+        check_input_file(args.input, "--input")
+    check_output_path(args.output, "--output", folder=False)
+    if args.save_dataset:
+        check_output_path(args.save_dataset, "--save-dataset")
+    if args.markers:
+        check_input_file(args.markers, "--markers")
+    if args.method == "pir":
+        check_model_source(args.scorer, "--scorer")
+    else:
+        check_model_source(args.tokenizer or args.scorer, "--tokenizer" if args.tokenizer else "--scorer",
+                           tokenizer_only=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from effreason import outputs
     from effreason.models import load_tokenizer, resolve_model_path
@@ -85,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method random needs --tokenizer (or --scorer) to count tokens")
     if not 0.0 <= args.ratio <= 1.0:
         raise ValueError(f"--ratio must be in [0, 1], got {args.ratio}")
+    check_paths(args)
     files = output_files(args.output)
     outputs.refuse_input_as_output({"--input": args.input}, [*files.values(), args.save_dataset])
     if args.save_dataset:

@@ -32,6 +32,16 @@ def _positive_int(value: Any, what: str, reward_name: str) -> int:
     return value
 
 
+def _non_negative(value: Any, what: str, reward_name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{reward_name}: {what} must be a number, got {value!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise ValueError(f"{reward_name}: {what} must be >= 0, got {value!r}")
+    return value
+
+
 def _graded_groups(reward: Any, prompts, completions, completion_ids, kwargs) -> tuple[list, list[int], list]:
     """What every group-relative reward needs: the prompt groups, token lengths and correctness."""
     blocks = group_blocks(prompts, reward.num_generations, reward.__name__)
@@ -66,7 +76,7 @@ class LGRPO:
         self.num_generations = _positive_int(num_generations, "num_generations", self.__name__)
         self.max_completion_tokens = _positive_int(max_completion_tokens, "max_completion_tokens",
                                                    self.__name__)
-        self.alpha = float(alpha)
+        self.alpha = _non_negative(alpha, "alpha (the weight of the length bonus)", self.__name__)
         self.correctness = Correctness(mode=mode, timeout_s=timeout_s, answer_column=answer_column)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
@@ -165,9 +175,10 @@ class TLDRLength:
                 raise ValueError(
                     f"tldr: lambdas has no weight for levels {missing}; levels: {sorted(self.budgets)}"
                 )
-            self.lambdas = {str(k): float(v) for k, v in lambdas.items()}
+            self.lambdas = {str(k): _non_negative(v, f"lambda of level {k!r}", self.__name__)
+                            for k, v in lambdas.items()}
         else:
-            self.lambdas = dict.fromkeys(self.budgets, float(lambdas))
+            self.lambdas = dict.fromkeys(self.budgets, _non_negative(lambdas, "lambdas", self.__name__))
         self.floors = {}
         for level, floor in (floors or {}).items():
             if str(level) not in self.budgets:
@@ -332,7 +343,7 @@ class L1Exact:
     def __init__(self, *, alpha: float = 3e-4, target_column: str = "target_tokens", mode: str = "math",
                  timeout_s: float = 5.0, answer_column: str = "answer") -> None:
         self.__name__ = "l1_exact"
-        self.alpha = float(alpha)
+        self.alpha = _non_negative(alpha, "alpha (the penalty per token)", self.__name__)
         self.target_column = target_column
         self.correctness = Correctness(mode=mode, timeout_s=timeout_s, answer_column=answer_column)
 
@@ -365,7 +376,7 @@ class L1Max:
     def __init__(self, *, alpha: float, delta: float = 0.5, target_column: str = "target_tokens",
                  mode: str = "math", timeout_s: float = 5.0, answer_column: str = "answer") -> None:
         self.__name__ = "l1_max"
-        self.alpha = float(alpha)
+        self.alpha = _non_negative(alpha, "alpha (the slope of the soft budget)", self.__name__)
         self.delta = float(delta)
         self.target_column = target_column
         self.correctness = Correctness(mode=mode, timeout_s=timeout_s, answer_column=answer_column)

@@ -10,7 +10,8 @@ points to is used this way:
 - a function is the reward itself; parameters, if any, are bound to it (``BoundReward``).
 
 Parameters are checked against the signature: an unknown or missing one is a ``ValueError`` that
-lists the valid ones. ``context`` fills parameters a spec leaves out, e.g. ``num_generations`` and
+lists the valid ones, and one of the wrong type for its annotation (``float``, ``int``, ``bool``,
+``str``, or one of these or ``None``) is a ``ValueError`` that names it. ``context`` fills parameters a spec leaves out, e.g. ``num_generations`` and
 ``max_completion_tokens`` from the trainer config, for every reward whose signature takes them.
 """
 
@@ -22,7 +23,9 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -168,6 +171,40 @@ def _check_params(obj: Callable, params: dict[str, Any], label: str, *, is_class
             raise ValueError(f"{label}: missing required parameter(s) {missing}; valid parameters: {valid}")
 
 
+def _scalar_type(hint: Any) -> type | None:
+    """``float`` / ``int`` / ``bool`` / ``str`` for such an annotation (or ``X | None``), else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
+    return args[0] if len(args) == 1 and args[0] in (float, int, bool, str) else None
+
+
+def _check_types(obj: Callable, params: dict[str, Any], label: str) -> None:
+    """Reject a parameter whose value does not fit its scalar annotation, naming it (``alpha: "x"``).
+
+    A number written as text for a ``float`` parameter (PyYAML reads ``3e-4`` as a string) is converted
+    in ``params``; annotations that cannot be resolved are not checked.
+    """
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # noqa: BLE001 - a user reward's annotations may name anything
+        return
+    expected = {float: "a finite number", int: "an integer", bool: "true or false", str: "a string"}
+    for key, value in params.items():
+        kind = _scalar_type(hints.get(key))
+        if kind is None or value is None:
+            continue
+        if kind is float and isinstance(value, str):
+            try:
+                value = params[key] = float(value)
+            except ValueError:
+                pass
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise ValueError(f"{label}: parameter {key!r} must be {expected[kind]}, got {value!r}")
+
+
 def _accepts(obj: Callable, key: str) -> bool:
     parameter = inspect.signature(obj).parameters.get(key)
     return parameter is not None and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
@@ -195,6 +232,7 @@ def _build(spec: str | Mapping[str, Any], context: Mapping[str, Any] | None,
         if key not in params and _accepts(obj, key) and not (not is_class and key in _CALL_ARGS):
             params[key] = value
     _check_params(obj, params, label, is_class=is_class)
+    _check_types(obj, params, label)
     default_name = target.rpartition(":")[2]
     if is_class:
         try:

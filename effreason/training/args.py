@@ -5,11 +5,15 @@
 
 A recipe reads ``--config file.yaml`` (TRL's ``TrlParser``: the YAML sets defaults, the command line
 overrides them, ``env:`` sets environment variables). Keys that belong to no dataclass are an error
-that names the key and the closest valid names, so a typo never silently falls back to a default.
+that names the key and the closest valid names, so a typo never silently falls back to a default; a
+value of the wrong type (``learning_rate: fast``, ``max_steps: ten``, a choice not offered), in the
+YAML or its ``stage1:`` / ``stage2:`` blocks, is an error naming the file and key and the expected
+type, and a bad flag names the flag: one line each instead of argparse's usage of every TRL option.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import os
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 STAGE_CHOICES = ("1", "2", "both")
+#: LGRPOArguments' per-stage blocks of settings, whose values are checked like the top level's
+STAGE_BLOCKS = ("stage1", "stage2")
 
 
 @dataclass
@@ -122,6 +128,97 @@ def check_overrides(name: str, overrides: Mapping[str, Any], objects: Sequence[A
         raise unknown_key_error(unknown, valid, name)
 
 
+def _expected(action: argparse.Action) -> str:
+    if action.choices is not None:
+        return "one of " + ", ".join(str(c) for c in action.choices)
+    kind = getattr(action.type, "__name__", "")
+    return {"float": "a number", "int": "an integer", "string_to_bool": "true or false",
+            "dict": "a mapping"}.get(kind, kind)
+
+
+def _value_problem(action: argparse.Action, value: Any) -> str | None:
+    """Why a YAML value does not fit an ``HfArgumentParser`` option, or None if it does.
+
+    argparse converts a string default with the option's type, but passes any other value through
+    unchecked (a list for a float, ``true`` for an int); only numbers, booleans, mappings and choices are
+    checked here: text fields take what they are given, as before.
+    """
+    convert = action.type
+    kind = getattr(convert, "__name__", "")
+    items = value if isinstance(value, list) and action.nargs in ("+", "*") else [value]
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, str) and convert is not None and kind != "dict":
+            try:
+                item = convert(item)
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                return f"expected {_expected(action)}, got {item!r}"
+        elif kind == "float":
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                return f"expected a number, got {item!r}"
+        elif kind == "int":
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not float(item).is_integer():
+                return f"expected an integer, got {item!r}"
+        elif kind == "string_to_bool":
+            if not isinstance(item, bool) and item not in (0, 1):
+                return f"expected true or false, got {item!r}"
+        elif kind == "dict" and not isinstance(item, dict):
+            return f"expected a mapping, got {item!r}"
+        if action.choices is not None and item not in action.choices:
+            return f"expected {_expected(action)}, got {item!r}"
+    return None
+
+
+def check_value_types(parser: argparse.ArgumentParser, settings: Mapping[str, Any], where: str) -> None:
+    """Reject a setting whose value does not fit its option's type (unknown keys are not checked here).
+
+    Raises:
+        UserError: ``<where>: <key>: expected <type>, got <value>`` (e.g. ``lgrpo.yaml: learning_rate:
+            expected a number, got 'fast'``).
+    """
+    from effreason.errors import UserError
+
+    actions = {}
+    for action in parser._actions:  # the typed action wins over a flag's --no_<name> twin
+        if action.dest not in actions or actions[action.dest].type is None:
+            actions[action.dest] = action
+    for key, value in settings.items():
+        action = actions.get(key)
+        problem = None if action is None else _value_problem(action, value)
+        if problem:
+            raise UserError(f"{where}: {key}: {problem}")
+
+
+def read_config(path: str) -> dict:
+    """A recipe YAML as a mapping; a syntax error names the file, line and column.
+
+    Raises:
+        UserError: not valid YAML, or not a mapping.
+        OSError: the file cannot be read (missing, a folder, permissions).
+    """
+    import yaml
+
+    from effreason.errors import UserError
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            config = yaml.safe_load(f)
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+        except yaml.YAMLError as e:
+            mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else path
+            detail = [f"column {mark.column + 1}"] if mark is not None else []
+            if context is not None and getattr(e, "context", None):
+                detail.append(f"{e.context} from line {context.line + 1}")
+            raise UserError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"
+                            + (f" ({'; '.join(detail)})" if detail else "")) from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: a recipe config must be a YAML mapping of settings")
+    return config
+
+
 def parse_config(types: Sequence[type], argv: Sequence[str], default_config: str | None = None) -> tuple:
     """Parse one instance of each dataclass in ``types`` from ``--config`` YAML and CLI flags.
 
@@ -131,24 +228,44 @@ def parse_config(types: Sequence[type], argv: Sequence[str], default_config: str
         default_config: YAML used when ``argv`` has no ``--config``.
 
     Raises:
-        ValueError: unknown keys in the YAML or on the command line (with suggestions).
+        ValueError: unknown keys in the YAML or on the command line (with suggestions), values of the
+            wrong type (naming the file or flag, and the key), and the dataclasses' own checks (prefixed
+            with the config file).
     """
-    import yaml
     from trl import TrlParser
+
+    from effreason.errors import UserError
+
+    class RecipeParser(TrlParser):
+        # argparse's error() prints the usage of every option (~200 lines) and exits: raise a one-line
+        # error instead (argparse has no other hook for it)
+        def error(self, message: str):
+            raise UserError(f"the command line: {message}")
 
     argv = list(argv)
     if "--config" not in argv and default_config is not None:
         argv = ["--config", str(default_config), *argv]
+    parser = RecipeParser(list(types))
+    path = None
     if "--config" in argv:
+        if argv.index("--config") + 1 == len(argv):
+            raise UserError("--config needs a YAML file")
         path = argv[argv.index("--config") + 1]
-        with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
-        if not isinstance(config, dict):
-            raise ValueError(f"{path}: a recipe config must be a YAML mapping of settings")
+        config = read_config(path)
         unknown = [k for k in config if k not in valid_keys(types)]
         if unknown:
             raise unknown_key_error(unknown, valid_keys(types), path)
-    *parsed, rest = TrlParser(list(types)).parse_args_and_config(args=argv, return_remaining_strings=True)
+        check_value_types(parser, {k: v for k, v in config.items() if k != "env"}, path)
+        for block in STAGE_BLOCKS:
+            if isinstance(config.get(block), dict):
+                check_value_types(parser, config[block], f"{path}: {block}")
+    try:
+        *parsed, rest = parser.parse_args_and_config(args=argv, return_remaining_strings=True)
+    except UserError:
+        raise
+    except ValueError as e:  # a dataclass's own check: name where the settings came from
+        where = path if not command_line_keys(argv) else f"{path} or the command line" if path else "the command line"
+        raise UserError(f"{where}: {e}") from e
     if rest:
         flags = [s.lstrip("-").split("=")[0] for s in rest if s.startswith("--")]
         raise unknown_key_error(flags or list(rest), valid_keys(types), "the command line")
