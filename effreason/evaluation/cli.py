@@ -35,9 +35,12 @@ def _ints(text: str) -> list[int]:
 
 def _weights(text: str) -> tuple[float, float, float]:
     parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated weights a,b,c, got {text!r}")
-    return tuple(float(x) for x in parts)  # type: ignore[return-value]
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return tuple(float(x) for x in parts)  # type: ignore[return-value]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated weights a,b,c, got {text!r}") from None
 
 
 def _unescape_newlines(text: str) -> str:
