@@ -1,6 +1,8 @@
 import json
+import random
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from effreason.cli import main
@@ -42,7 +44,7 @@ def test_config_validation():
 def test_bootstrap_smoke_writes_checkpoint_and_metrics(tmp_path):
     out = tmp_path / "lab"
     cfg = BootstrapConfig(steps=4, concise_steps=2, warmup_steps=1, batch_size=4, eval_limit=8,
-                          max_new_tokens=16)
+                          max_new_tokens=16, gate_problems=0)
     metrics = run_bootstrap(cfg, out)
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "tokens_mean", "oracle_tokens_mean", "hard_accuracy", "no_think_accuracy"):
@@ -72,10 +74,81 @@ def test_lab_alias_resolves_to_the_shipped_checkpoint():
 def test_training_is_deterministic_for_a_seed():
     from effreason.lab.trainers.bootstrap import train
 
-    cfg = BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1)
-    first, _, _, loss_a = train(cfg)
-    second, _, _, loss_b = train(cfg)
+    cfg = BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1, gate_problems=0)
+    first, _, _, loss_a, _ = train(cfg)
+    second, _, _, loss_b, _ = train(cfg)
     assert loss_a == loss_b
     assert all((a == b).all() for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
-    other, _, _, _ = train(BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1, seed=1))
+    other, _, _, _, _ = train(BootstrapConfig(steps=3, concise_steps=1, warmup_steps=1, batch_size=4, threads=1, seed=1,
+                                              gate_problems=0))
     assert not all((a == b).all() for a, b in zip(first.state_dict().values(), other.state_dict().values(), strict=True))
+
+
+# The held-out gate: tiny configs (a few steps of 4 examples, 4 dev problems, 8 new tokens).
+GATED = dict(steps=4, concise_steps=2, warmup_steps=1, batch_size=4, threads=1, gate_problems=4, gate_every=2,
+             max_new_tokens=8, eval_limit=4, eval_batch_size=4)
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_gate_that_passes_at_once_trains_exactly_the_ungated_run():
+    from effreason.lab.trainers.bootstrap import train
+
+    ungated, _, _, loss_a, gate_a = train(BootstrapConfig(**{**GATED, "gate_problems": 0}))
+    # thresholds of 0 always pass: both checks run (generation, grading) and must leave no trace
+    gated, _, _, loss_b, gate_b = train(BootstrapConfig(**GATED, gate_concise_accuracy=0.0, gate_accuracy=0.0,
+                                                        gate_tokens_ratio=0.0))
+    assert gate_a == {"passed": True, "checks": [], "extra_steps": 0, "steps_trained": 4}
+    assert [(c["phase"], c["step"], c["passed"]) for c in gate_b["checks"]] == [("concise", 2, True), ("final", 4, True)]
+    assert gate_b["extra_steps"] == 0 and loss_a == loss_b and _same_weights(ungated, gated)
+
+
+def test_gate_check_leaves_weights_mode_and_rng_untouched(lab_tokenizer):
+    from effreason.lab.model import build_lab_model
+    from effreason.lab.trainers.bootstrap import gate_check
+
+    model = build_lab_model(lab_tokenizer, seed=0).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch_rng, python_rng = torch.get_rng_state(), random.getstate()
+    check = gate_check(model, lab_tokenizer, BootstrapConfig(**GATED), "final", 7)
+    assert check["phase"] == "final" and check["step"] == 7 and 0 <= check["accuracy"] <= 1
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), torch_rng) and random.getstate() == python_rng
+
+
+def test_failed_gate_trains_more_until_it_passes(monkeypatch):
+    from effreason.lab.trainers import bootstrap
+
+    verdicts = iter([False, False, True, True])  # concise fails twice, then passes; final passes at once
+
+    def fake_check(model, tokenizer, cfg, phase, step):
+        return {"phase": phase, "step": step, "accuracy": 0.5, "tokens_ratio": 3.0, "passed": next(verdicts)}
+
+    ungated, *_ = bootstrap.train(BootstrapConfig(**{**GATED, "gate_problems": 0}))
+    monkeypatch.setattr(bootstrap, "gate_check", fake_check)
+    model, _, _, _, gate = bootstrap.train(BootstrapConfig(**GATED))
+    assert [(c["phase"], c["step"]) for c in gate["checks"]] == [("concise", 2), ("concise", 4), ("concise", 6),
+                                                                   ("final", 8)]
+    assert gate["extra_steps"] == 4 and gate["steps_trained"] == 8 and gate["passed"]
+    assert not _same_weights(model, ungated)
+
+
+def test_gate_missed_within_the_time_limit_writes_nothing_unless_kept(monkeypatch, tmp_path):
+    from effreason.lab.trainers import bootstrap
+
+    def failing(model, tokenizer, cfg, phase, step):
+        return {"phase": phase, "step": step, "accuracy": 0.1, "tokens_ratio": 1.0, "passed": False}
+
+    monkeypatch.setattr(bootstrap, "gate_check", failing)
+    cfg = BootstrapConfig(**GATED, time_limit_s=0.0)  # no time for extra steps: one check per phase
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "mine.txt").write_text("kept")
+    with pytest.raises(bootstrap.GateFailed, match="missed the gate"):
+        bootstrap.run_bootstrap(cfg, tmp_path / "lab", overwrite=True)
+    assert [p.name for p in (tmp_path / "lab").iterdir()] == ["mine.txt"]
+    metrics = bootstrap.run_bootstrap(cfg, tmp_path / "kept", keep_failed=True)
+    assert metrics["gate"]["passed"] is False and metrics["steps_trained"] == 4
+    assert [c["phase"] for c in metrics["gate"]["checks"]] == ["concise", "final"]
+    assert json.loads((tmp_path / "kept" / "metrics.json").read_text())["gate"]["extra_steps"] == 0
