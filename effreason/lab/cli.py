@@ -2,6 +2,7 @@
 
     effreason lab bootstrap --out DIR [--seed 0] [--steps N]   # train the overthinker (~10 min, 2 CPU cores)
     effreason lab bootstrap-grid --out DIR                      # the bootstrap over seeds x threads, as a table
+    effreason lab warmup-grid --out DIR                         # the slippy and level warm-ups, the same way
     effreason lab show [--split test] [--n 3]                  # print lab problems and traces
 """
 
@@ -33,8 +34,15 @@ def add_parser(subparsers) -> None:
     grid.add_argument("--out", required=True, help="folder for one checkpoint per cell (s<seed>-t<threads>)")
     grid.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     grid.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default: 1,2)")
-    grid.add_argument("--warmups", action="store_true", help="also the slippy and level warm-ups of each checkpoint")
     grid.set_defaults(func=_run_grid)
+
+    wgrid = sub.add_parser("warmup-grid", help="benchmark: the slippy and level warm-ups for each seed x thread count")
+    wgrid.add_argument("--out", required=True, help="folder for one warm-up per cell (<kind>-s<seed>-t<threads>)")
+    wgrid.add_argument("--model", default="lab", help="model to warm up (default: the shipped lab checkpoint)")
+    wgrid.add_argument("--kinds", default="slippy,levels", help="comma-separated warm-ups (default: slippy,levels)")
+    wgrid.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    wgrid.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default: 1,2)")
+    wgrid.set_defaults(func=_run_warmup_grid)
 
     show = sub.add_parser("show", help="print lab problems with an oracle and a sampled trace")
     show.add_argument("--split", default="test", choices=["train", "test", "hard"])
@@ -64,7 +72,15 @@ def _run_grid(args: argparse.Namespace) -> int:
     from effreason.lab.bench import bootstrap_grid
 
     bootstrap_grid(args.out, seeds=[int(s) for s in args.seeds.split(",")],
-                   threads=[int(t) for t in args.threads.split(",")], warmups=args.warmups)
+                   threads=[int(t) for t in args.threads.split(",")])
+    return 0
+
+
+def _run_warmup_grid(args: argparse.Namespace) -> int:
+    from effreason.lab.bench import warmup_grid
+
+    warmup_grid(args.out, model=args.model, kinds=args.kinds.split(","), seeds=[int(s) for s in args.seeds.split(",")],
+                threads=[int(t) for t in args.threads.split(",")])
     return 0
 
 

@@ -121,7 +121,11 @@ def _lr_lambda(warmup: int, total: int):
 
 
 class GateFailed(RuntimeError):
-    """The bootstrap's last gate check failed within ``time_limit_s``."""
+    """A lab trainer's last gate check failed within its time limit; ``checks``: every check made."""
+
+    def __init__(self, message: str, checks: list[dict] | None = None):
+        super().__init__(message)
+        self.checks = checks or []
 
 
 class _Paused:
@@ -309,7 +313,7 @@ def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = Fa
         last = gate["checks"][-1]
         raise GateFailed(f"lab bootstrap: dev accuracy {last['accuracy']:.3f}, tokens {last['tokens_ratio']:.2f}x oracle "
                          f"after {gate['steps_trained']} steps missed the gate (test accuracy {test['accuracy']:.3f}); "
-                         f"nothing written to {out}. Rerun with another --seed or a larger --time-limit-s.")
+                         f"nothing written to {out}. Rerun with another --seed or a larger --time-limit-s.", gate["checks"])
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
