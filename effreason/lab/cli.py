@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
     wgrid.set_defaults(func=_run_warmup_grid)
 
     show = sub.add_parser("show", help="print lab problems with an oracle and a sampled trace")
-    show.add_argument("--split", default="test", choices=["train", "test", "hard"])
+    show.add_argument("--split", default="test", choices=["train", "test", "hard", "dev"])
     show.add_argument("--n", type=int, default=3)
     show.add_argument("--seed", type=int, default=0)
     show.set_defaults(func=_run_show)
