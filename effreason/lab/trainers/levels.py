@@ -61,7 +61,8 @@ def levels_check(model, tokenizer, instructions: Mapping[str, str], *, min_accur
     """What TLDR needs of its start model, on dev problems at each level: the levels read apart (mean
     tokens rise by at least ``min_step``x from each level to the next longer one, in ``LEVEL_STYLES``
     order) and accurate (``min_accuracy``; ``min_long_accuracy`` for ``long``, whose verbose traces
-    cost accuracy: 0.855 on test for the shipped warm-up)."""
+    cost accuracy). The TLDR default's warm-up measured, on the 300 dev problems, short / medium / long
+    accuracy 1.000 / 1.000 / 0.850 at 40.7 / 81.6 / 149.9 tokens."""
     out, passed = {}, True
     for name in [n for n in LEVEL_STYLES if n in instructions]:
         gens = dev_generations(model, tokenizer, instruction=instructions[name], limit=limit)
