@@ -150,15 +150,15 @@ def slippy_check(model, tokenizer, *, min_accuracy: float = 0.97, min_slip_rate:
                  limit: int | None = None) -> dict:
     """What the SFT recipe needs of its slippy start model, on dev problems: accurate (its final check
     catches its slips) and slippy (on problems with a wrap-around subtraction, where the slippy writer
-    always slips, most completions carry a caught slip: "that is wrong"), so that PIR has checks that
-    matter to keep. The SFT default's warm-up (seed 0, 2 threads) measured accuracy 1.000 and slip rate
-    0.88 on the 300 dev problems (greedy does not slip on every wrap-around)."""
+    always slips, most completions end with a final check that caught a slip, ``. that is wrong ;``),
+    so that PIR has checks that matter to keep. The SFT default's warm-up (seed 0, 2 threads) measured
+    accuracy 1.000 and slip rate 0.88 on the 300 dev problems (greedy does not slip on every one)."""
     problems = lab_problems("dev")[: limit or GATE_PROBLEMS]
     gens = dev_generations(model, tokenizer, limit=limit)
     wraps = [i for i, p in enumerate(problems) if any(slip_value(op, a, b) is not None for (op, b), a in
                                                        zip(p.ops, [p.start, *p.values()[:-1]], strict=True))]
     accuracy = sum(correct for _, correct, _ in gens) / len(gens)
-    slip_rate = sum("that is wrong" in gens[i][0] for i in wraps) / max(len(wraps), 1)
+    slip_rate = sum("that is wrong ;" in gens[i][0] for i in wraps) / max(len(wraps), 1)
     return {"accuracy": accuracy, "slip_rate": slip_rate, "tokens_mean": sum(n for *_, n in gens) / len(gens),
             "passed": accuracy >= min_accuracy and slip_rate >= min_slip_rate}
 
