@@ -152,3 +152,21 @@ def test_gate_missed_within_the_time_limit_writes_nothing_unless_kept(monkeypatc
     assert metrics["gate"]["passed"] is False and metrics["steps_trained"] == 4
     assert [c["phase"] for c in metrics["gate"]["checks"]] == ["concise", "final"]
     assert json.loads((tmp_path / "kept" / "metrics.json").read_text())["gate"]["extra_steps"] == 0
+
+
+def test_bootstrap_grid_reads_back_finished_cells_and_flags_misses(tmp_path, capsys):
+    from effreason.lab.bench import bootstrap_grid
+
+    for seed, accuracy in ((0, 0.999), (1, 0.185)):
+        cell = tmp_path / f"s{seed}-t1"
+        cell.mkdir()
+        checks = [{"phase": "concise", "step": 600, "accuracy": 0.99, "tokens_ratio": 1.1, "passed": True},
+                  {"phase": "final", "step": 1200, "accuracy": accuracy, "tokens_ratio": 3.5, "passed": accuracy > 0.97}]
+        (cell / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "tokens_ratio": 3.5, "hard_accuracy": 0.9,
+                                                       "steps_trained": 1200, "gate": {"checks": checks}}))
+        (cell / "bench.json").write_text(json.dumps({"wall_s": 500.0, "load_start": 1.0, "load_end": 2.0}))
+    rows = bootstrap_grid(tmp_path, seeds=[0, 1], threads=[1])  # finished cells: read back, nothing trained
+    lines = capsys.readouterr().out.splitlines()
+    assert [r["seed"] for r in rows] == [0, 1] and len(lines) == 4
+    assert "c@600:0.990/1.10 f@1200:0.999/3.50" in lines[2] and lines[2].endswith("| yes |")
+    assert lines[3].endswith("| NO |")
