@@ -97,11 +97,10 @@ def test_gate_that_passes_at_once_trains_exactly_the_ungated_run():
     from effreason.lab.trainers.bootstrap import train
 
     ungated, _, _, loss_a, gate_a = train(BootstrapConfig(**{**GATED, "gate_problems": 0}))
-    # thresholds of 0 always pass: both checks run (generation, grading) and must leave no trace
-    gated, _, _, loss_b, gate_b = train(BootstrapConfig(**GATED, gate_concise_accuracy=0.0, gate_accuracy=0.0,
-                                                        gate_tokens_ratio=0.0))
+    # thresholds of 0 always pass: the check runs (generation, grading) and must leave no trace
+    gated, _, _, loss_b, gate_b = train(BootstrapConfig(**GATED, gate_accuracy=0.0, gate_tokens_ratio=0.0))
     assert gate_a == {"passed": True, "checks": [], "extra_steps": 0, "steps_trained": 4}
-    assert [(c["phase"], c["step"], c["passed"]) for c in gate_b["checks"]] == [("concise", 2, True), ("final", 4, True)]
+    assert [(c["step"], c["passed"]) for c in gate_b["checks"]] == [(4, True)]
     assert gate_b["extra_steps"] == 0 and loss_a == loss_b and _same_weights(ungated, gated)
 
 
@@ -112,8 +111,8 @@ def test_gate_check_leaves_weights_mode_and_rng_untouched(lab_tokenizer):
     model = build_lab_model(lab_tokenizer, seed=0).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     torch_rng, python_rng = torch.get_rng_state(), random.getstate()
-    check = gate_check(model, lab_tokenizer, BootstrapConfig(**GATED), "final", 7)
-    assert check["phase"] == "final" and check["step"] == 7 and 0 <= check["accuracy"] <= 1
+    check = gate_check(model, lab_tokenizer, BootstrapConfig(**GATED), 7)
+    assert check["step"] == 7 and 0 <= check["accuracy"] <= 1 and check["passed"] is False  # untrained
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), torch_rng) and random.getstate() == python_rng
 
@@ -121,16 +120,15 @@ def test_gate_check_leaves_weights_mode_and_rng_untouched(lab_tokenizer):
 def test_failed_gate_trains_more_until_it_passes(monkeypatch):
     from effreason.lab.trainers import bootstrap
 
-    verdicts = iter([False, False, True, True])  # concise fails twice, then passes; final passes at once
+    verdicts = iter([False, False, True])  # fails twice, then passes
 
-    def fake_check(model, tokenizer, cfg, phase, step):
-        return {"phase": phase, "step": step, "accuracy": 0.5, "tokens_ratio": 3.0, "passed": next(verdicts)}
+    def fake_check(model, tokenizer, cfg, step):
+        return {"step": step, "accuracy": 0.5, "tokens_ratio": 3.0, "passed": next(verdicts)}
 
     ungated, *_ = bootstrap.train(BootstrapConfig(**{**GATED, "gate_problems": 0}))
     monkeypatch.setattr(bootstrap, "gate_check", fake_check)
     model, _, _, _, gate = bootstrap.train(BootstrapConfig(**GATED))
-    assert [(c["phase"], c["step"]) for c in gate["checks"]] == [("concise", 2), ("concise", 4), ("concise", 6),
-                                                                   ("final", 8)]
+    assert [c["step"] for c in gate["checks"]] == [4, 6, 8]
     assert gate["extra_steps"] == 4 and gate["steps_trained"] == 8 and gate["passed"]
     assert not _same_weights(model, ungated)
 
@@ -138,11 +136,11 @@ def test_failed_gate_trains_more_until_it_passes(monkeypatch):
 def test_gate_missed_within_the_time_limit_writes_nothing_unless_kept(monkeypatch, tmp_path):
     from effreason.lab.trainers import bootstrap
 
-    def failing(model, tokenizer, cfg, phase, step):
-        return {"phase": phase, "step": step, "accuracy": 0.1, "tokens_ratio": 1.0, "passed": False}
+    def failing(model, tokenizer, cfg, step):
+        return {"step": step, "accuracy": 0.1, "tokens_ratio": 1.0, "passed": False}
 
     monkeypatch.setattr(bootstrap, "gate_check", failing)
-    cfg = BootstrapConfig(**GATED, time_limit_s=0.0)  # no time for extra steps: one check per phase
+    cfg = BootstrapConfig(**GATED, time_limit_s=0.0)  # no time for extra steps: one check
     (tmp_path / "lab").mkdir()
     (tmp_path / "lab" / "mine.txt").write_text("kept")
     with pytest.raises(bootstrap.GateFailed, match="missed the gate"):
@@ -150,7 +148,7 @@ def test_gate_missed_within_the_time_limit_writes_nothing_unless_kept(monkeypatc
     assert [p.name for p in (tmp_path / "lab").iterdir()] == ["mine.txt"]
     metrics = bootstrap.run_bootstrap(cfg, tmp_path / "kept", keep_failed=True)
     assert metrics["gate"]["passed"] is False and metrics["steps_trained"] == 4
-    assert [c["phase"] for c in metrics["gate"]["checks"]] == ["concise", "final"]
+    assert [c["step"] for c in metrics["gate"]["checks"]] == [4]
     assert json.loads((tmp_path / "kept" / "metrics.json").read_text())["gate"]["extra_steps"] == 0
 
 
@@ -160,13 +158,13 @@ def test_bootstrap_grid_reads_back_finished_cells_and_flags_misses(tmp_path, cap
     for seed, accuracy in ((0, 0.999), (1, 0.185)):
         cell = tmp_path / f"s{seed}-t1"
         cell.mkdir()
-        checks = [{"phase": "concise", "step": 600, "accuracy": 0.99, "tokens_ratio": 1.1, "passed": True},
-                  {"phase": "final", "step": 1200, "accuracy": accuracy, "tokens_ratio": 3.5, "passed": accuracy > 0.97}]
+        checks = [{"step": 1200, "accuracy": accuracy, "tokens_ratio": 3.5, "passed": accuracy > 0.97},
+                  {"step": 1250, "accuracy": 0.98, "tokens_ratio": 3.4, "passed": True}]
         (cell / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "tokens_ratio": 3.5, "hard_accuracy": 0.9,
                                                        "steps_trained": 1200, "gate": {"checks": checks}}))
         (cell / "bench.json").write_text(json.dumps({"wall_s": 500.0, "load_start": 1.0, "load_end": 2.0}))
     rows = bootstrap_grid(tmp_path, seeds=[0, 1], threads=[1])  # finished cells: read back, nothing trained
     lines = capsys.readouterr().out.splitlines()
     assert [r["seed"] for r in rows] == [0, 1] and len(lines) == 4
-    assert "c@600:0.990/1.10 f@1200:0.999/3.50" in lines[2] and lines[2].endswith("| yes |")
+    assert "@1200:0.999/3.50 @1250:0.980/3.40" in lines[2] and lines[2].endswith("| yes |")
     assert lines[3].endswith("| NO |")

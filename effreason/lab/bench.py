@@ -5,7 +5,7 @@
 
 Each cell runs ``effreason lab bootstrap --seed S --threads T --keep-failed`` in its own process into
 ``OUT/s<S>-t<T>`` (a finished cell there is read back, not rerun) and the table lists, per cell: the
-steps trained, the gate checks (``phase@step:accuracy/ratio``; the first check is what the schedule
+steps trained, the gate checks (``@step:dev accuracy/tokens ratio``; the first check is what the schedule
 alone gave, the old behaviour), test accuracy, tokens / oracle, hard accuracy, the command's wall
 seconds and the 1-minute load average at its start and end (timings on a shared machine are noisy).
 Target: accuracy >= 0.95 and tokens >= 2.5x oracle in every cell, each within 10 minutes on 2 cores.
@@ -52,7 +52,7 @@ def run_cell(out: Path, seed: int, threads: int) -> dict:
 def cell_row(r: dict) -> str:
     """One markdown table row of a cell."""
     gate = r.get("gate", {})
-    checks = " ".join(f"{c['phase'][0]}@{c['step']}:{c['accuracy']:.3f}/{c['tokens_ratio']:.2f}"
+    checks = " ".join(f"{c.get('phase', '')[:1]}@{c['step']}:{c['accuracy']:.3f}/{c['tokens_ratio']:.2f}"
                       for c in gate.get("checks", []))
     ok = (r["accuracy"] >= MIN_ACCURACY and r["tokens_ratio"] >= MIN_TOKENS_RATIO
           and r.get("wall_s", 0.0) <= MAX_WALL_S)
@@ -67,7 +67,7 @@ def bootstrap_grid(out: str | Path, *, seeds: Sequence[int] = (0, 1, 2), threads
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    print("| seed | threads | steps | gate checks (c=concise, f=final: dev acc/ratio) | accuracy | tokens/oracle | "
+    print("| seed | threads | steps | gate checks (@step: dev acc/ratio) | accuracy | tokens/oracle | "
           "hard acc | wall s | load start / end | target met |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for seed in seeds:

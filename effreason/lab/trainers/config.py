@@ -25,7 +25,6 @@ class BootstrapConfig:
     threads: int = 2
     # Held-out accuracy gate (``bootstrap`` module docstring): greedy checks on the first
     # ``gate_problems`` dev problems (0: no gate); extra steps only when a check fails, until ``time_limit_s``.
-    gate_concise_accuracy: float = 0.9
     gate_accuracy: float = 0.97
     gate_tokens_ratio: float = 2.7
     gate_problems: int = 300
