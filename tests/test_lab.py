@@ -164,3 +164,50 @@ def test_lab_warm_up_steps_lower_the_loss_and_refuse_too_few_examples(untrained_
         style_examples(tokenizer, {"slipy": 1.0}, 2, seed=0)
     # the TLDR level warm-up runs through the same loop
     assert warm_up_levels(model, tokenizer, {"short": "be brief", "long": "be detailed"}, steps=2, batch_size=2) > 0
+
+
+def test_dev_split_is_disjoint_from_every_other_split():
+    dev = lab_problems("dev")
+    assert len(dev) == len(set(dev)) == SPLITS["dev"][0]
+    assert not set(dev) & (set(lab_problems("train")) | set(lab_problems("test")) | set(lab_problems("hard")))
+    assert all(3 <= p.num_steps <= 6 for p in dev)  # the default difficulty, like test
+
+
+def test_warm_up_checks_fail_the_shipped_overthinker():
+    # the overthinker neither slips nor reads a length level: both warm-up checks must say so
+    from effreason.lab.trainers.levels import levels_check
+    from effreason.lab.trainers.warmup import slippy_check
+    from effreason.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer("lab", device="cpu", dtype="float32")
+    slippy = slippy_check(model, tokenizer, limit=8)
+    assert slippy["accuracy"] >= 0.9 and slippy["slip_rate"] == 0.0 and not slippy["passed"]
+    levels = levels_check(model, tokenizer, {"short": "level short", "long": "level long"}, limit=4)
+    assert levels["short"]["accuracy"] >= 0.8 and not levels["passed"]  # same length at both levels
+
+
+def test_gated_warm_up_trains_until_its_check_passes_or_time_is_up(untrained_lab_dir, monkeypatch):
+    import torch
+
+    from effreason.lab.trainers import warmup
+    from effreason.lab.trainers.bootstrap import GateFailed
+    from effreason.models import load_model_and_tokenizer
+
+    monkeypatch.setattr(warmup, "GATE_EVERY", 2)
+    model, tokenizer = load_model_and_tokenizer(str(untrained_lab_dir), device="cpu", dtype="float32")
+    before = [p.clone() for p in model.parameters()]
+    examples = warmup.style_examples(tokenizer, {"slippy": 1.0}, 64, seed=0)
+    verdicts = iter([False, True])
+    checks = warmup.gated_warmup(model, tokenizer, lambda: {"passed": next(verdicts)}, lambda r: examples,
+                                 learning_rate=1e-3, deadline=float("inf"), seed=0, name="test")
+    assert checks == [{"step": 0, "passed": False}, {"step": 2, "passed": True}]
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    trained = [p.clone() for p in model.parameters()]
+    checks = warmup.gated_warmup(model, tokenizer, lambda: {"passed": True}, lambda r: examples, learning_rate=1e-3,
+                                 deadline=0.0, seed=0, name="test")
+    assert checks == [{"step": 0, "passed": True}]  # passing at once: no step, weights as they were
+    assert all(torch.equal(a, b) for a, b in zip(trained, model.parameters(), strict=True))
+    with pytest.raises(GateFailed, match="missed its dev check") as failed:
+        warmup.gated_warmup(model, tokenizer, lambda: {"passed": False}, lambda r: examples, learning_rate=1e-3,
+                            deadline=0.0, seed=0, name="test")
+    assert failed.value.checks == [{"step": 0, "passed": False}]

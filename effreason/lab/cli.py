@@ -1,6 +1,8 @@
 """``effreason lab``: build and inspect the embedded lab.
 
-    effreason lab bootstrap --out DIR [--seed 0] [--steps N]   # train the overthinker (<= 10 min, 2 CPU cores)
+    effreason lab bootstrap --out DIR [--seed 0] [--steps N]   # train the overthinker (~10 min, 2 CPU cores)
+    effreason lab bootstrap-grid --out DIR                      # the bootstrap over seeds x threads, as a table
+    effreason lab warmup-grid --out DIR                         # the slippy and level warm-ups, the same way
     effreason lab show [--split test] [--n 3]                  # print lab problems and traces
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 
 def add_parser(subparsers) -> None:
@@ -24,10 +27,25 @@ def add_parser(subparsers) -> None:
         boot.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
                           default=field.default, help=f"(default: {field.default})")
     boot.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
+    boot.add_argument("--keep-failed", action="store_true", help="save the model even when it misses the gate")
     boot.set_defaults(func=_run_bootstrap)
 
+    grid = sub.add_parser("bootstrap-grid", help="benchmark: the bootstrap for each seed x thread count, as a table")
+    grid.add_argument("--out", required=True, help="folder for one checkpoint per cell (s<seed>-t<threads>)")
+    grid.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    grid.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default: 1,2)")
+    grid.set_defaults(func=_run_grid)
+
+    wgrid = sub.add_parser("warmup-grid", help="benchmark: the slippy and level warm-ups for each seed x thread count")
+    wgrid.add_argument("--out", required=True, help="folder for one warm-up per cell (<kind>-s<seed>-t<threads>)")
+    wgrid.add_argument("--model", default="lab", help="model to warm up (default: the shipped lab checkpoint)")
+    wgrid.add_argument("--kinds", default="slippy,levels", help="comma-separated warm-ups (default: slippy,levels)")
+    wgrid.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    wgrid.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default: 1,2)")
+    wgrid.set_defaults(func=_run_warmup_grid)
+
     show = sub.add_parser("show", help="print lab problems with an oracle and a sampled trace")
-    show.add_argument("--split", default="test", choices=["train", "test", "hard"])
+    show.add_argument("--split", default="test", choices=["train", "test", "hard", "dev"])
     show.add_argument("--n", type=int, default=3)
     show.add_argument("--seed", type=int, default=0)
     show.set_defaults(func=_run_show)
@@ -35,16 +53,36 @@ def add_parser(subparsers) -> None:
 
 def _run_bootstrap(args: argparse.Namespace) -> int:
     from effreason.errors import check_output_path
-    from effreason.lab.trainers.bootstrap import run_bootstrap
+    from effreason.lab.trainers.bootstrap import GateFailed, run_bootstrap
     from effreason.lab.trainers.config import BootstrapConfig
 
     check_output_path(args.out, "--out")
     names = {f.name for f in dataclasses.fields(BootstrapConfig)}
     cfg = BootstrapConfig(**{k: v for k, v in vars(args).items() if k in names})
-    metrics = run_bootstrap(cfg, args.out, overwrite=args.overwrite)
+    try:
+        metrics = run_bootstrap(cfg, args.out, overwrite=args.overwrite, keep_failed=args.keep_failed)
+    except GateFailed as e:
+        print(f"effreason lab bootstrap: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps({k: metrics[k] for k in ("accuracy", "tokens_mean", "oracle_tokens_mean",
                                               "tokens_ratio", "hard_accuracy", "no_think_accuracy",
-                                              "wall_time_s")}, indent=2))
+                                              "steps_trained", "wall_time_s")}, indent=2))
+    return 0
+
+
+def _run_grid(args: argparse.Namespace) -> int:
+    from effreason.lab.bench import bootstrap_grid
+
+    bootstrap_grid(args.out, seeds=[int(s) for s in args.seeds.split(",")],
+                   threads=[int(t) for t in args.threads.split(",")])
+    return 0
+
+
+def _run_warmup_grid(args: argparse.Namespace) -> int:
+    from effreason.lab.bench import warmup_grid
+
+    warmup_grid(args.out, model=args.model, kinds=args.kinds.split(","), seeds=[int(s) for s in args.seeds.split(",")],
+                threads=[int(t) for t in args.threads.split(",")])
     return 0
 
 

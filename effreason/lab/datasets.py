@@ -3,7 +3,9 @@
 Columns (same as every benchmark loader): ``id``, ``problem``, ``prompt`` (chat messages),
 ``answer`` (gold, as a string), ``solution`` (the oracle-minimal completion).
 
-Splits are deterministic functions of fixed seeds; test problems never appear in train.
+Splits are deterministic functions of fixed seeds; test problems never appear in train. ``dev``
+(default difficulty, disjoint from every other split) is the bootstrap's held-out gate set, so the
+gate never looks at the test split that gets reported.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ SPLITS: dict[str, tuple[int, Difficulty, int]] = {
     "train": (20_000, TRAIN_DIFFICULTY, 1),
     "test": (2_000, DEFAULT_DIFFICULTY, 2),
     "hard": (1_000, HARD_DIFFICULTY, 3),
+    "dev": (500, DEFAULT_DIFFICULTY, 4),
 }
 
 
 def lab_problems(split: str) -> list[Problem]:
-    """The problems of a split, distinct within the split, and train disjoint from test and hard."""
+    """The problems of a split, distinct within the split; train is disjoint from test and hard, dev from
+    all three (train's problems do not depend on dev: it is drawn after them)."""
     if split not in SPLITS:
         raise ValueError(f"unknown lab split {split!r}; expected one of {sorted(SPLITS)}")
     n, difficulty, seed = SPLITS[split]
     exclude: set[Problem] = set()
     if split == "train":
         exclude = set(lab_problems("test")) | set(lab_problems("hard"))
+    elif split == "dev":
+        exclude = set(lab_problems("train")) | set(lab_problems("test")) | set(lab_problems("hard"))
     rng, seen, out = random.Random(seed), set(), []
     while len(out) < n:
         p = sample_problem(rng, difficulty)
@@ -63,7 +69,7 @@ def problem_row(problem: Problem, row_id: str) -> dict:
 
 
 def lab_dataset(split: str = "test", limit: int | None = None) -> Dataset:
-    """Load a lab split (``train``, ``test`` or ``hard``)."""
+    """Load a lab split (``train``, ``test``, ``hard`` or ``dev``)."""
     from datasets import Dataset  # imported here: the problems alone need no ``datasets``
 
     problems = lab_problems(split)[:limit]

@@ -1,15 +1,35 @@
-"""Train the lab's overthinker: SFT of a fresh tiny Qwen2 on verbose-leaning R1-style traces.
+"""Train the lab's overthinker: SFT of a fresh tiny Qwen3 on verbose-leaning R1-style traces.
 
 ``effreason lab bootstrap --out DIR`` writes an HF checkpoint (model + tokenizer) and
-``metrics.json`` next to it. The model learns the task well (>= 90% greedy accuracy at the default
+``metrics.json`` next to it. The model learns the task well (>= 95% greedy accuracy at the default
 difficulty) and inherits the traces' overthinking: most traces re-verify every step, so its greedy
 completions spend several times the oracle-minimal tokens. That gap is what the efficient-reasoning
 recipes are meant to close.
 
-Deterministic for a seed on a given machine: data, initialisation and batching all derive from it,
-and training runs single-threaded.
-"""
+Schedule: ``concise_steps`` steps on concise traces, then the verbose-leaning mix
+(the overthinking), one warm-up + cosine learning-rate schedule over ``steps``.
 
+**Held-out accuracy gate.** Float kernels differ between CPUs and thread counts, and so does where
+the same schedule lands: one CPU ended at 0.185 accuracy where the shipped run reached 0.999. So
+the finished schedule is checked on the ``dev`` split (default difficulty, disjoint from train,
+test and hard; the test split is never looked at), greedy, first ``gate_problems`` problems: dev
+accuracy >= ``gate_accuracy`` and tokens / oracle >= ``gate_tokens_ratio``. (No earlier check: at
+the end of the concise phase, step 600, the shipped run's dev accuracy is 0.083; the arithmetic
+is learned in the verbose phase, so greedy accuracy there tells good runs from bad ones by nothing.)
+
+Only a failed check changes anything: the schedule stays at its last learning rate and the model
+trains ``gate_every`` more steps on fresh examples of the verbose-leaning mix, then is checked
+again, until the check passes or training has run ``time_limit_s`` seconds (540: with the
+evaluation the command then stays near 10 minutes; on an idle 2-core machine the schedule alone
+takes ~8.5 of them, so the gate mostly makes a bad run loud there: give ``--time-limit-s`` room to
+let it repair). The check leaves the weights, optimizer, data order and every RNG as they were,
+so a run that passes at once is the run without a gate, byte for byte. A run whose last check
+fails is not saved (``GateFailed``, exit code 1) unless ``keep_failed``; its ``metrics.json``
+lists every check. ``gate_problems=0`` turns the gate off.
+
+Deterministic for a seed, a CPU and a thread count (``threads``): data, initialisation and
+batching all derive from the seed; other CPUs or thread counts give other (gated) weights.
+"""
 from __future__ import annotations
 
 import json
@@ -34,7 +54,7 @@ from effreason.outputs import OutputExistsError, refuse_unowned_directory
 logger = logging.getLogger(__name__)
 
 
-def training_examples(tokenizer, num: int, seed: int, verbose_share: float) -> list[tuple[list[int], int]]:
+def training_examples(tokenizer, num: int, seed: int | str, verbose_share: float) -> list[tuple[list[int], int]]:
     """``num`` tokenized (prompt + trace + eos) sequences with their prompt length, from train problems."""
     problems = lab_problems("train")
     rng = random.Random(seed)
@@ -77,7 +97,7 @@ def train_step(model, optimizer, scheduler, batch: list[tuple[list[int], int]], 
     return loss.item()
 
 
-def length_bucketed_batches(examples: list, batch_size: int, seed: int, chunk_batches: int = 50) -> list[list]:
+def length_bucketed_batches(examples: list, batch_size: int, seed: int | str, chunk_batches: int = 50) -> list[list]:
     """Group examples of similar length into batches (less padding), then shuffle the batch order.
 
     Sorting happens within chunks of ``chunk_batches`` batches so the data order stays mixed.
@@ -102,8 +122,67 @@ def _lr_lambda(warmup: int, total: int):
     return fn
 
 
+class GateFailed(RuntimeError):
+    """A lab trainer's last gate check failed within its time limit; ``checks``: every check made."""
+
+    def __init__(self, message: str, checks: list[dict] | None = None):
+        super().__init__(message)
+        self.checks = checks or []
+
+
+class _Paused:
+    """Stands in for the scheduler during gate steps: the learning rate stays where the schedule was."""
+
+    def step(self) -> None:
+        pass
+
+
+def gate_check(model, tokenizer, cfg: BootstrapConfig, step: int) -> dict:
+    """Greedy dev accuracy and tokens / oracle of the model after ``step`` steps, against the gate.
+
+    Leaves the weights, the train mode and the torch and ``random`` RNG states as they were.
+    """
+    torch_rng, python_rng = torch.get_rng_state(), random.getstate()
+    model.eval()
+    try:
+        dev = evaluate_split(model, tokenizer, "dev", limit=cfg.gate_problems, batch_size=cfg.eval_batch_size,
+                             max_new_tokens=cfg.max_new_tokens)
+    finally:
+        torch.set_rng_state(torch_rng)
+        random.setstate(python_rng)
+        model.train()
+    ratio = dev["tokens_mean"] / dev["oracle_tokens_mean"]
+    passed = dev["accuracy"] >= cfg.gate_accuracy and ratio >= cfg.gate_tokens_ratio
+    logger.info("gate (step %d): dev accuracy %.3f (need %.2f), tokens %.2fx oracle (need %.2f): %s", step,
+                dev["accuracy"], cfg.gate_accuracy, ratio, cfg.gate_tokens_ratio, "pass" if passed else "FAIL")
+    return {"step": step, "accuracy": dev["accuracy"], "tokens_ratio": ratio, "passed": passed}
+
+
+def hold_at_gate(model, tokenizer, optimizer, cfg: BootstrapConfig, *, step: int,
+                 deadline: float) -> tuple[list[dict], list[float]]:
+    """Check the gate; while it fails and ``deadline`` (``perf_counter``) is ahead, train ``cfg.gate_every``
+    steps at the current learning rate on fresh examples of the verbose-leaning mix, then check again.
+    Returns the checks and the losses of the extra steps."""
+    checks, losses, paused = [gate_check(model, tokenizer, cfg, step)], [], _Paused()
+    while not checks[-1]["passed"] and time.perf_counter() < deadline:
+        seed = f"gate/{cfg.seed}/{len(checks)}"  # apart from the schedule's integer seeds
+        examples = training_examples(tokenizer, cfg.gate_every * cfg.batch_size, seed, cfg.verbose_share)
+        for batch in length_bucketed_batches(examples, cfg.batch_size, seed):
+            if time.perf_counter() >= deadline:
+                break
+            losses.append(train_step(model, optimizer, paused, batch, tokenizer.pad_token_id))
+        checks.append(gate_check(model, tokenizer, cfg, step + len(losses)))
+    return checks, losses
+
+
 def train(cfg: BootstrapConfig):
-    """SFT a fresh lab model; returns ``(model, tokenizer, train_seconds, final_loss)``."""
+    """SFT a fresh lab model under the held-out gate.
+
+    Returns ``(model, tokenizer, train_seconds, final_loss, gate)``; ``gate`` holds ``checks`` (every
+    check, in order), ``extra_steps`` (steps the gate added), ``steps_trained`` and ``passed``.
+    """
+    began = time.perf_counter()
+    deadline = began + cfg.time_limit_s
     torch.set_num_threads(cfg.threads)
     tokenizer = build_lab_tokenizer()
     model = build_lab_model(tokenizer, seed=cfg.seed, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers)
@@ -127,8 +206,15 @@ def train(cfg: BootstrapConfig):
         ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         if step % 100 == 0 or step == cfg.steps - 1:
             logger.info("step %d/%d loss %.4f (%.0fs)", step + 1, cfg.steps, ema, time.perf_counter() - start)
+    checks, losses = [], []
+    if cfg.gate_problems:
+        checks, losses = hold_at_gate(model, tokenizer, optimizer, cfg, step=cfg.steps, deadline=deadline)
+    for loss in losses:
+        ema = 0.95 * ema + 0.05 * loss
     model.eval()
-    return model, tokenizer, time.perf_counter() - start, ema
+    summary = {"passed": not checks or checks[-1]["passed"], "checks": checks, "extra_steps": len(losses),
+               "steps_trained": cfg.steps + len(losses)}
+    return model, tokenizer, time.perf_counter() - start, ema, summary
 
 
 def evaluate_split(model, tokenizer, split: str, *, limit: int | None, batch_size: int,
@@ -181,19 +267,21 @@ def is_lab_checkpoint(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "metrics.json").is_file()
 
 
-def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = False) -> dict:
+def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = False, keep_failed: bool = False) -> dict:
     """Train, save the checkpoint and ``metrics.json`` into ``out``, and return the metrics.
 
     The directory is written in full next to ``out`` and renamed into place at the end, so an
     interrupted run never leaves a half-written checkpoint. ``overwrite`` replaces a lab checkpoint
-    (``config.json`` and ``metrics.json``), never a folder of other files.
+    (``config.json`` and ``metrics.json``), never a folder of other files. A run that fails the gate
+    raises ``GateFailed`` after its evaluation and writes nothing (``out`` keeps what it held) unless
+    ``keep_failed``.
     """
     out = Path(out)
     refuse_unowned_directory(out, is_lab_checkpoint(out), "`effreason lab bootstrap` (it holds no lab checkpoint)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out} holds a lab checkpoint; pass --overwrite to replace it")
     t0 = time.perf_counter()
-    model, tokenizer, train_s, loss = train(cfg)
+    model, tokenizer, train_s, loss, gate = train(cfg)
     test = evaluate_split(model, tokenizer, "test", limit=cfg.eval_limit,
                           batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
     hard = evaluate_split(model, tokenizer, "hard", limit=cfg.eval_limit and cfg.eval_limit // 2,
@@ -211,12 +299,19 @@ def run_bootstrap(cfg: BootstrapConfig, out: str | Path, *, overwrite: bool = Fa
         "no_think_accuracy": no_think_accuracy(model, tokenizer, limit=cfg.eval_limit,
                                                batch_size=cfg.eval_batch_size),
         "final_train_loss": loss,
+        "steps_trained": gate["steps_trained"],
+        "gate": gate,
         "train_time_s": train_s,
         "wall_time_s": time.perf_counter() - t0,
         "example_completion": test["example"],
         "config": asdict(cfg),
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
+    if not gate["passed"] and not keep_failed:
+        last = gate["checks"][-1]
+        raise GateFailed(f"lab bootstrap: dev accuracy {last['accuracy']:.3f}, tokens {last['tokens_ratio']:.2f}x oracle "
+                         f"after {gate['steps_trained']} steps missed the gate (test accuracy {test['accuracy']:.3f}); "
+                         f"nothing written to {out}. Rerun with another --seed or a larger --time-limit-s.", gate["checks"])
     with atomic_directory(out, replace=is_lab_checkpoint(out)) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

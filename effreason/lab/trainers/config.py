@@ -23,6 +23,13 @@ class BootstrapConfig:
     eval_batch_size: int = 250
     max_new_tokens: int = 320
     threads: int = 2
+    # Held-out accuracy gate (``bootstrap`` module docstring): greedy checks on the first
+    # ``gate_problems`` dev problems (0: no gate); extra steps only when a check fails, until ``time_limit_s``.
+    gate_accuracy: float = 0.97
+    gate_tokens_ratio: float = 2.7
+    gate_problems: int = 300
+    gate_every: int = 50
+    time_limit_s: float = 540.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -31,3 +38,6 @@ class BootstrapConfig:
             raise ValueError(f"concise_steps must be in [0, steps={self.steps}], got {self.concise_steps}")
         if not 0.0 <= self.verbose_share <= 1.0:
             raise ValueError(f"verbose_share must be in [0, 1], got {self.verbose_share}")
+        if self.gate_problems < 0 or self.gate_every < 1:
+            raise ValueError(f"gate_problems must be >= 0 (0: no gate) and gate_every >= 1, "
+                             f"got {self.gate_problems}, {self.gate_every}")

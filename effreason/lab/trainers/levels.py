@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from effreason.jsonl import atomic_directory
+from effreason.jsonl import atomic_directory, write_json
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import CONCISE, VERBOSE, TraceStyle, write_trace
 from effreason.lab.trainers.bootstrap import encode_example
-from effreason.lab.trainers.warmup import sft_steps
+from effreason.lab.trainers.warmup import GATE_EVERY, dev_generations, gated_warmup, sft_steps
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +56,49 @@ def warm_up_levels(model, tokenizer, instructions: Mapping[str, str], *, steps: 
                      seed=seed, name="level warm-up")
 
 
+def levels_check(model, tokenizer, instructions: Mapping[str, str], *, min_accuracy: float = 0.95,
+                 min_long_accuracy: float = 0.8, min_step: float = 1.4, limit: int | None = None) -> dict:
+    """What TLDR needs of its start model, on dev problems at each level: the levels read apart (mean
+    tokens rise by at least ``min_step``x from each level to the next longer one, in ``LEVEL_STYLES``
+    order) and accurate (``min_accuracy``; ``min_long_accuracy`` for ``long``, whose verbose traces
+    cost accuracy). The TLDR default's warm-up measured, on the 300 dev problems, short / medium / long
+    accuracy 1.000 / 1.000 / 0.850 at 40.7 / 81.6 / 149.9 tokens."""
+    out, passed = {}, True
+    for name in [n for n in LEVEL_STYLES if n in instructions]:
+        gens = dev_generations(model, tokenizer, instruction=instructions[name], limit=limit)
+        accuracy = sum(correct for _, correct, _ in gens) / len(gens)
+        tokens = sum(n for *_, n in gens) / len(gens)
+        passed &= accuracy >= (min_long_accuracy if name == "long" else min_accuracy)
+        if out:
+            passed &= tokens >= min_step * list(out.values())[-1]["tokens_mean"]
+        out[name] = {"accuracy": accuracy, "tokens_mean": tokens}
+    return {**out, "passed": passed}
+
+
 def warm_started_model(model_path: str, out_dir: str | Path, instructions: Mapping[str, str], *, steps: int,
-                       reinit_words: list[str] | None = None, seed: int = 0) -> str:
-    """Save the level warm-up of ``model_path`` into ``out_dir`` (reused if already there); return it."""
+                       reinit_words: list[str] | None = None, seed: int = 0, time_limit_s: float = 540.0) -> str:
+    """Save the level warm-up of ``model_path`` into ``out_dir`` (reused if already there); return it.
+
+    The warm-up must pass ``levels_check``; a failing one trains more at the same rate until it passes
+    or ``time_limit_s`` is spent (``effreason.lab.trainers.warmup`` docstring); the checks go to
+    ``warmup_gate.json`` in ``out_dir``."""
     from effreason.models import load_model_and_tokenizer
     from effreason.training.embeddings import reinit_token_embeddings
 
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
         return str(out_dir)
+    deadline = time.perf_counter() + time_limit_s
     model, tokenizer = load_model_and_tokenizer(model_path, device="cpu", dtype="float32")
     if reinit_words:
         reinit_token_embeddings(model, tokenizer, reinit_words, seed)
     seconds = warm_up_levels(model, tokenizer, instructions, steps=steps, seed=seed)
+    checks = gated_warmup(model, tokenizer, lambda: levels_check(model, tokenizer, instructions),
+                 lambda r: level_examples(tokenizer, instructions, GATE_EVERY * 32, seed + 7919 * r),
+                 learning_rate=1e-3, deadline=deadline, seed=seed, name="level warm-up")
     logger.info("level warm-up: %d steps in %.0fs -> %s", steps, seconds, out_dir)
     with atomic_directory(out_dir) as tmp:  # never leave a half-written model to be reused
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_json(tmp / "warmup_gate.json", {"steps": steps, "seconds": seconds, "checks": checks})
     return str(out_dir)
