@@ -21,7 +21,7 @@ from effreason.jsonl import atomic_directory, write_json
 from effreason.lab.datasets import lab_problems
 from effreason.lab.traces import CONCISE, VERBOSE, TraceStyle, write_trace
 from effreason.lab.trainers.bootstrap import encode_example
-from effreason.lab.trainers.warmup import GATE_EVERY, dev_generations, gated_warmup, sft_steps
+from effreason.lab.trainers.warmup import GATE_EVERY, GATE_MIN_STEPS, dev_generations, gated_warmup, sft_steps
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def warm_started_model(model_path: str, out_dir: str | Path, instructions: Mappi
     if reinit_words:
         reinit_token_embeddings(model, tokenizer, reinit_words, seed)
     seconds = warm_up_levels(model, tokenizer, instructions, steps=steps, seed=seed)
-    checks = gated_warmup(model, tokenizer, lambda: levels_check(model, tokenizer, instructions),
+    checks = [] if steps < GATE_MIN_STEPS else gated_warmup(model, tokenizer, lambda: levels_check(model, tokenizer, instructions),
                  lambda r: level_examples(tokenizer, instructions, GATE_EVERY * 32, seed + 7919 * r),
                  learning_rate=1e-3, deadline=deadline, seed=seed, name="level warm-up")
     logger.info("level warm-up: %d steps in %.0fs -> %s", steps, seconds, out_dir)

@@ -10,6 +10,7 @@ its recipe needs (``slippy_check``, ``effreason.lab.trainers.levels.levels_check
 of gate as the bootstrap's: a passing warm-up is saved as it is (byte for byte the ungated model);
 a failing one trains ``GATE_EVERY`` more steps at a low constant rate on fresh traces, and again,
 until it passes or ``time_limit_s`` is spent, and then raises ``GateFailed`` (nothing saved).
+Warm-ups of fewer than ``GATE_MIN_STEPS`` steps are smoke runs: not checked (they cannot pass).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def sft_steps(model, tokenizer, examples: Sequence[tuple[list[int], int]], *, st
 
 #: Extra steps between two checks of a failing warm-up; problems of the dev split a check generates on.
 GATE_EVERY, GATE_PROBLEMS = 50, 300
+#: Warm-ups shorter than this are smoke runs (tests, quick tries): no check, their model is saved as trained.
+GATE_MIN_STEPS = 100
 
 
 def dev_generations(model, tokenizer, *, instruction: str | None = None, limit: int | None = None,
@@ -187,7 +190,7 @@ def slippy_start_model(model_path: str, out_dir: str | Path, *, steps: int, lear
     with training_threads(threads or 4, exactly=threads is not None):
         seconds = sft_steps(model, tokenizer, examples, steps=steps, learning_rate=learning_rate, seed=seed,
                             cosine=True, warmup_steps=min(50, steps), name="slippy warm-up")
-        checks = gated_warmup(model, tokenizer, lambda: slippy_check(model, tokenizer),
+        checks = [] if steps < GATE_MIN_STEPS else gated_warmup(model, tokenizer, lambda: slippy_check(model, tokenizer),
                      lambda r: style_examples(tokenizer, SLIPPY_WARMUP_STYLES, GATE_EVERY * 32, seed + 7919 * r),
                      learning_rate=learning_rate / 10, deadline=deadline, seed=seed, name="slippy warm-up")
     logger.info("slippy warm-up: %d steps in %.0fs -> %s", steps, seconds, out_dir)
