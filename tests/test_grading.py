@@ -360,11 +360,13 @@ def test_deep_nesting_and_megabyte_inputs_are_fast(math_grader):
     assert results[7].reason == "no_answer"
     assert results[8].reason == "no_answer"
     assert results[9] == GradeResult(False, "(" * 12 + "1" + ")" * 12, "wrong")
-    assert elapsed < 2.0
+    # under 1 s on a quiet machine; the bound catches a quadratic or hanging path (minutes on 1 MB), not noise
+    # (6 s was seen with the machine at load 10)
+    assert elapsed < 20.0
     with Grader("exact", last_number_fallback=True) as with_fallback:
         start = time.monotonic()
         assert with_fallback.grade("9" * 1_000_000, "1").reason == "wrong"
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 10.0
     assert math_grader.grade("\\boxed{\\frac{2}{4}}", "0.5").correct  # the worker still answers
 
 
