@@ -11,6 +11,8 @@ Every command that writes where the user points it follows the same rules:
 - one run at a time per output (``output_lock``): a second run refuses, naming the holder's PID and host.
 
 Eval keeps its manifest as ``config.json`` in its output folder, prune as ``<output>.config.json``.
+``check_output_path`` / ``check_input_file`` run first, before anything heavy is loaded: a path that
+cannot be written or read is named at once (``UserError``), not after a model load.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from effreason.errors import UserError
 from effreason.jsonl import write_json
 
 logger = logging.getLogger(__name__)
@@ -345,3 +348,52 @@ def describe(obj: object) -> object:
 def sidecar(path: str | os.PathLike, suffix: str) -> Path:
     """``<path><suffix>`` (e.g. ``out.jsonl.config.json``)."""
     return Path(f"{os.fspath(path)}{suffix}")
+
+
+def check_output_path(path: str | os.PathLike, what: str = "--output", *, folder: bool = True) -> Path:
+    """Check, before any work, that ``path`` can be written: not a file where a folder is wanted (or the
+    reverse), no file among its parents, and the nearest existing folder writable.
+
+    Args:
+        what: how the user named it (``--output``, ``output_dir``), for the message.
+        folder: ``path`` is a folder (True) or a file (False).
+
+    Raises:
+        UserError: naming the path and what to do.
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        if folder and not path.is_dir():
+            raise UserError(f"{what} {path} is a file, not a folder; give a folder (or a new path)")
+        if not folder and path.is_dir():
+            raise UserError(f"{what} {path} is a folder; give a file path")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise UserError(f"{what} {path}: {existing} is a file, not a folder; choose another path")
+    # a new file is created in (a new folder under) the nearest existing folder; files are replaced by renaming,
+    # so their folder must be writable, and appended to, so the file too
+    folder_to_write = existing if existing.is_dir() else existing.parent
+    if not os.access(folder_to_write, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: cannot write in {folder_to_write} (permission denied or read-only); "
+                        "choose another path or fix its permissions")
+    if existing == path and path.is_file() and not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path}: the file is not writable; choose another path or fix its permissions")
+    return path
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """Check that ``path`` is a readable file (not a folder), before any work.
+
+    Raises:
+        UserError: naming the path and what is wrong.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{what} {path}: file not found" + ("" if path.is_absolute() else f" (in {Path.cwd()})"))
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{what} {path}: cannot read it (permission denied); fix its permissions")
+    return path

@@ -42,9 +42,9 @@ logger = logging.getLogger("recipes.lgrpo")
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
-    from effreason.errors import check_output_path
     from effreason.evaluation.posttrain import EvalModel, evaluate_and_compare
     from effreason.models import check_model_source
+    from effreason.outputs import check_output_path
     from effreason.training.args import LGRPOArguments, command_line_keys, parse_recipe_args
     from effreason.training.builders import (
         build_grpo_trainer,

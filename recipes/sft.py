@@ -44,7 +44,6 @@ logger = logging.getLogger("recipes.sft")
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
-    from effreason.errors import check_output_path
     from effreason.evaluation.posttrain import evaluate_model, write_comparison
     from effreason.jsonl import write_json
     from effreason.models import (
@@ -53,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         load_tokenizer,
         resolve_model_path,
     )
+    from effreason.outputs import check_output_path
     from effreason.sft.args import parse_sft_args
     from effreason.sft.data import (
         COMPLETION_FIELD,

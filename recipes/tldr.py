@@ -38,9 +38,9 @@ logger = logging.getLogger("recipes.tldr")
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
-    from effreason.errors import check_output_path
     from effreason.evaluation.posttrain import EvalModel, evaluate_and_compare
     from effreason.models import check_model_source
+    from effreason.outputs import check_output_path
     from effreason.training.args import TLDRArguments, parse_recipe_args
     from effreason.training.builders import (
         build_grpo_trainer,

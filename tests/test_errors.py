@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from effreason.cli import main
-from effreason.errors import UserError, check_output_path, describe, is_user_error, report_user_error
+from effreason.errors import UserError, describe, is_user_error, report_user_error
 from effreason.jsonl import DataError, read_jsonl
 from effreason.models import LAB_MODEL_DIR, check_model_source
+from effreason.outputs import check_output_path
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -156,8 +156,8 @@ def check_sources(cfg: EvalConfig) -> None:
     Raises:
         UserError: naming the option and the path or id (``effreason.errors``, ``effreason.models``).
     """
-    from effreason.errors import check_input_file, check_output_path
     from effreason.models import check_model_source
+    from effreason.outputs import check_input_file, check_output_path
 
     check_output_path(cfg.output, "--output")
     for option, path in (("--data", cfg.data), ("--completions", cfg.completions)):
@@ -249,8 +249,8 @@ def format_results(r: dict) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from effreason.errors import check_output_path
     from effreason.evaluation import compare
+    from effreason.outputs import check_output_path
 
     for option, path in (("--plot", args.plot), ("--table", args.table)):
         if path:

@@ -52,9 +52,9 @@ def add_parser(subparsers) -> None:
 
 
 def _run_bootstrap(args: argparse.Namespace) -> int:
-    from effreason.errors import check_output_path
     from effreason.lab.trainers.bootstrap import GateFailed, run_bootstrap
     from effreason.lab.trainers.config import BootstrapConfig
+    from effreason.outputs import check_output_path
 
     check_output_path(args.out, "--out")
     names = {f.name for f in dataclasses.fields(BootstrapConfig)}

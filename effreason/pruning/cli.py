@@ -72,8 +72,8 @@ def add_parser(subparsers) -> None:
 
 def check_paths(args: argparse.Namespace) -> None:
     """Output paths and the scorer / tokenizer, checked in milliseconds before traces or models are loaded."""
-    from effreason.errors import check_input_file, check_output_path
     from effreason.models import check_model_source
+    from effreason.outputs import check_input_file, check_output_path
 
     if args.input.endswith((".jsonl", ".ndjson")):
         check_input_file(args.input, "--input")
