@@ -18,7 +18,9 @@ How ours differs from the paper:
 
 ``stage: 1``, ``2`` or ``both`` (in turn). Settings, later wins, per stage: defaults < the YAML's top
 level < its ``stage1:`` / ``stage2:`` block < the command line; the block of the stage that runs applies
-with ``stage: 2`` alone too. Each stage's settings are logged and saved in ``<stage dir>/stage_config.json``.
+with ``stage: 2`` alone too. Each stage's settings are logged and saved in ``<stage dir>/stage_config.json``;
+a finished stage (skipped) or a checkpoint (resumed) is reused only with the same settings, and only in
+an ``output_dir`` this recipe made (``effreason.training.output_dir``).
 With ``stage: both`` the stages train into ``<output_dir>/stage1`` and ``stage2``; a single stage trains
 into ``output_dir`` itself. Every stage's rewards and data are built before any training, so a typo in
 stage 2's rewards fails in seconds, not after stage 1. Then the start model and each stage are evaluated
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.training.checkpoints import train_once
     from effreason.training.data import training_dataset
     from effreason.training.launch import check_process_group
-    from effreason.training.stages import describe_stage, save_stage_config, stage_args
+    from effreason.training.output_dir import check_stage_config, claim_output_dir
+    from effreason.training.stages import describe_stage, save_stage_config, stage_args, stage_config
     from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     check_output_path(grpo.output_dir, "output_dir")
     state, root = PartialState(), Path(grpo.output_dir)
     check_process_group(state)  # before any work: duplicated runs would share output_dir
+    if state.is_main_process:
+        claim_output_dir(root, "recipes/lgrpo.py")  # a folder that is not this recipe's is refused untouched
     cli_keys = command_line_keys(argv)
 
     # ---- 0. every stage's settings, rewards and data, before any training: a typo fails in seconds
@@ -74,21 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         block = recipe.stage1 if stage == "1" else recipe.stage2
         out = str(root / name) if recipe.stage == "both" else grpo.output_dir
         stage_grpo, stage_recipe = stage_args(grpo, recipe, block, out, cli_keys)
-        stages[name] = [stage_grpo, stage_recipe, build_stage_rewards(stage_recipe.rewards, stage_grpo,
-                                                                      f"{name} rewards")]
+        config = stage_config(describe_stage(name, block, cli_keys), stage_grpo, stage_recipe, model_args)
+        # a finished stage or a checkpoint made with other settings, or after a redone stage 1, is refused
+        check_stage_config(out, config, after=[s[0].output_dir for s in stages.values()])
+        stages[name] = [stage_grpo, stage_recipe, config, build_stage_rewards(stage_recipe.rewards, stage_grpo,
+                                                                              f"{name} rewards")]
     for stage in stages.values():  # the data, once every stage's settings and rewards are valid
         stage.append(training_dataset(stage[1]))
-    for name, (stage_grpo, stage_recipe, _, _) in stages.items():  # written once every stage is valid
-        block = recipe.stage1 if name == "stage1" else recipe.stage2
+    for stage_grpo, _, config, _, _ in stages.values():  # written once every stage is valid
         if state.is_main_process:
-            save_stage_config(stage_grpo.output_dir, describe_stage(name, block, cli_keys), stage_grpo,
-                              stage_recipe, model_args)
+            save_stage_config(stage_grpo.output_dir, config)
     configure_wandb(grpo)
 
     # ---- 1-2. GRPO++ (correctness), then L-GRPO (length in all-correct groups), each from the last
     start, adapter = model_args.model_name_or_path, None
     trained = {}
-    for name, (stage_grpo, stage_recipe, (funcs, weights), data) in stages.items():
+    for name, (stage_grpo, stage_recipe, _, (funcs, weights), data) in stages.items():
         stage_model_args = replace(model_args, model_name_or_path=start)
         logger.info("%s: rewards %s, %s steps -> %s", name, stage_recipe.rewards, stage_grpo.max_steps,
                     stage_grpo.output_dir)

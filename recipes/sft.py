@@ -24,7 +24,9 @@ How ours differs from the paper: steps are segmented and classified by rules, no
 ``effreason.pruning``); PIR scores only the gold answer's tokens, placed in the trace's final
 ``\\boxed{}``; the scorer is the model being fine-tuned unless ``prune_scorer`` is set (the paper
 scores with a separate model). Every stage is skipped when its output exists, so a killed run
-resumes; ``data/settings.json`` refuses to mix data built with other settings.
+resumes; ``data/settings.json`` refuses to mix data built with other settings, and each variant's
+``stage_config.json`` a finished variant trained with others. ``output_dir`` must be new, empty or this
+recipe's (``effreason.training.output_dir``).
 
     accelerate launch recipes/sft.py                      # the lab default (CPU, a few minutes)
     python recipes/sft.py --output_dir runs/sft-lab-r07 --prune_ratio 0.7
@@ -63,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         sft_dataset,
     )
     from effreason.sft.report import data_figures, target_figures
-    from effreason.sft.train import train_variant, trained_model
+    from effreason.sft.train import train_variant, trained_model, variant_config
     from effreason.training.launch import check_process_group
+    from effreason.training.output_dir import check_stage_config, claim_output_dir
+    from effreason.training.stages import save_stage_config
     from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -73,31 +77,43 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.prune_scorer:
         check_model_source(recipe.prune_scorer, "prune_scorer")
     check_output_path(sft.output_dir, "output_dir")
-    configure_wandb(sft)
     state = PartialState()
     check_process_group(state)  # before any work: duplicated runs would share output_dir
     root, start = Path(sft.output_dir), model_args.model_name_or_path
-    data_dir, clock, seconds = root / "data", time.perf_counter(), {}
     if state.is_main_process:
-        write_json(root / "sft_config.json", {"recipe": {**asdict(recipe), **asdict(eval_args)}, "sft": sft.to_dict(),
-                                              "model": asdict(model_args)})
+        claim_output_dir(root, "recipes/sft.py")  # a folder that is not this recipe's is refused untouched
+    configure_wandb(sft)
+    data_dir, clock, seconds = root / "data", time.perf_counter(), {}
+    warm_dir = root / "start_model"
+    train_start = str(warm_dir) if recipe.lab_slip_warmup_steps else start  # every variant starts from it
+    scorer = recipe.prune_scorer or train_start
+    data_settings = {"traces": recipe.traces, "num_traces": recipe.num_traces, "trace_style": recipe.trace_style,
+                     "trace_seed": recipe.trace_seed, "prune_ratio": recipe.prune_ratio, "prune_scorer": scorer,
+                     "segmenter": recipe.resolved_segmenter(), "answer_prefix": recipe.answer_prefix,
+                     "seed": sft.seed, "lab_slip_warmup_steps": recipe.lab_slip_warmup_steps,
+                     "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate,
+                     **({"prune_markers": recipe.prune_markers} if recipe.prune_markers else {}),
+                     **({} if recipe.traces == "lab" else {
+                         "traces_split": recipe.traces_split, "traces_subset": recipe.traces_subset,
+                         "traces_columns": recipe.traces_columns,
+                         "traces_skip_bad_rows": recipe.traces_skip_bad_rows})}
+    # a variant that finished (skipped) or left checkpoints under other settings is refused before any work
+    configs = {name: variant_config(sft, replace(model_args, model_name_or_path=train_start), root / name, name,
+                                    data_settings, {"instruction": recipe.instruction,
+                                                    "system_prompt": recipe.system_prompt})
+               for name in recipe.variants}
+    for name, config in configs.items():
+        check_stage_config(root / name, config)
 
     # ---- 0. lab only: a slippy overthinker as the start model (see effreason.lab.trainers.warmup); data built with
     # other settings is refused first, before minutes of warm-up
-    warm_dir = root / "start_model"
-    scorer = recipe.prune_scorer or (str(warm_dir) if recipe.lab_slip_warmup_steps else start)
     with state.main_process_first():
-        check_settings(data_dir, {"traces": recipe.traces, "num_traces": recipe.num_traces,
-                                  "trace_style": recipe.trace_style, "trace_seed": recipe.trace_seed,
-                                  "prune_ratio": recipe.prune_ratio, "prune_scorer": scorer,
-                                  "segmenter": recipe.resolved_segmenter(), "answer_prefix": recipe.answer_prefix,
-                                  "seed": sft.seed, "lab_slip_warmup_steps": recipe.lab_slip_warmup_steps,
-                                  "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate,
-                                  **({"prune_markers": recipe.prune_markers} if recipe.prune_markers else {}),
-                                  **({} if recipe.traces == "lab" else {
-                                      "traces_split": recipe.traces_split, "traces_subset": recipe.traces_subset,
-                                      "traces_columns": recipe.traces_columns,
-                                      "traces_skip_bad_rows": recipe.traces_skip_bad_rows})})
+        check_settings(data_dir, data_settings)
+    if state.is_main_process:  # the settings, once they are known to fit what output_dir holds
+        write_json(root / "sft_config.json", {"recipe": {**asdict(recipe), **asdict(eval_args)}, "sft": sft.to_dict(),
+                                              "model": asdict(model_args)})
+        for name, config in configs.items():
+            save_stage_config(root / name, config)
     if recipe.lab_slip_warmup_steps:
         from effreason.lab.trainers.warmup import slippy_start_model
 

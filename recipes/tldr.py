@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.training.checkpoints import train_once
     from effreason.training.data import add_length_levels, level_reward_specs, parse_levels, training_dataset
     from effreason.training.launch import check_process_group
-    from effreason.training.stages import describe_stage, save_stage_config
+    from effreason.training.output_dir import check_stage_config, claim_output_dir
+    from effreason.training.stages import describe_stage, save_stage_config, stage_config
     from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     check_output_path(grpo.output_dir, "output_dir")
     state, root, start_model = PartialState(), Path(grpo.output_dir), model_args.model_name_or_path
     check_process_group(state)  # before any work: duplicated runs would share output_dir
+    if state.is_main_process:
+        claim_output_dir(root, "recipes/tldr.py")  # a folder that is not this recipe's is refused untouched
+
+    # the settings GRPO trains with, checked against an earlier run's first: after the lab warm-up (step 1),
+    # from the model it saves, whose level words it re-draws
+    warm_dir, reinit_words = root / "level_warmup", recipe.reinit_embeddings
+    if recipe.lab_level_warmup_steps:
+        model_args = replace(model_args, model_name_or_path=str(warm_dir))
+        recipe = replace(recipe, reinit_embeddings=[])
+    config = stage_config(describe_stage("tldr", {}, ()), grpo, recipe, model_args)
+    check_stage_config(grpo.output_dir, config, reused=[warm_dir] if recipe.lab_level_warmup_steps else [])
 
     # ---- 0. levels, the rewards (each level's budget and lambda) and the levelled prompts, before any training
     levels = parse_levels(recipe.levels)
@@ -68,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     data = add_length_levels(training_dataset(recipe), levels, seed=grpo.seed, sampling=recipe.level_sampling)
     if recipe.level_sampling == "all" and grpo.shuffle_dataset:
         logger.warning("level_sampling: all with shuffle_dataset: true scatters a problem's levels over batches")
+    if state.is_main_process:  # before the warm-up, which they describe too
+        save_stage_config(grpo.output_dir, config)
     configure_wandb(grpo)
 
     # ---- 1. lab only: teach the start model to read the level words (SFT on level-styled lab traces)
@@ -76,16 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         from effreason.models import resolve_model_path
 
         with state.main_process_first():
-            warm = warm_started_model(resolve_model_path(start_model), root / "level_warmup",
-                                      {lvl.name: lvl.instruction for lvl in levels},
-                                      steps=recipe.lab_level_warmup_steps, reinit_words=recipe.reinit_embeddings,
-                                      seed=grpo.seed)
-        model_args = replace(model_args, model_name_or_path=warm)
-        recipe = replace(recipe, reinit_embeddings=[])  # the warm-up re-drew them before its SFT
+            warm_started_model(resolve_model_path(start_model), warm_dir,
+                               {lvl.name: lvl.instruction for lvl in levels}, steps=recipe.lab_level_warmup_steps,
+                               reinit_words=reinit_words, seed=grpo.seed)
 
     # ---- 2. GRPO with the level-budgeted length reward
-    if state.is_main_process:
-        save_stage_config(grpo.output_dir, describe_stage("tldr", {}, ()), grpo, recipe, model_args)
     build = partial(build_grpo_trainer, grpo, model_args, data, funcs, weights,
                     reinit_embeddings=recipe.reinit_embeddings, dynamic_sampling=recipe.dynamic_sampling,
                     vllm_dtype=recipe.vllm_dtype)

@@ -10,7 +10,7 @@ import pytest
 
 from effreason.format import MATH_INSTRUCTION, chat_prompt, chat_prompt_ids
 from effreason.grading import Grader
-from effreason.jsonl import DataError
+from effreason.jsonl import DataError, write_json
 from effreason.lab.datasets import lab_problems
 from effreason.sft.args import SFTRecipeArguments, parse_sft_args
 from effreason.sft.data import build_traces, check_settings, lab_trace_rows, sft_dataset
@@ -74,6 +74,31 @@ def test_check_settings_refuses_other_data_settings(tmp_path):
     check_settings(tmp_path, {"prune_ratio": 0.5, "num_traces": 10})  # same settings: fine
     with pytest.raises(ValueError, match=r"other settings \(prune_ratio: \[0.5\] then, \[0.7\] now\)"):
         check_settings(tmp_path, {"prune_ratio": 0.7, "num_traces": 10})
+
+
+def test_a_finished_variant_is_skipped_only_with_the_same_settings(tmp_path):
+    """Its data, prompt, SFT and start-model settings (``stage_config.json``), not only ``training_done.json``."""
+    from effreason.outputs import ConfigMismatchError
+    from effreason.sft.train import variant_config
+    from effreason.training.output_dir import check_stage_config
+    from effreason.training.stages import save_stage_config
+
+    _, _, sft, model = parse_sft_args(["--output_dir", str(tmp_path), "--report_to", "none"],
+                                      str(REPO / "recipes" / "configs" / "lab" / "sft.yaml"))
+    pir = tmp_path / "pir"
+
+    def config(ratio: float = 0.5, **prompt) -> dict:
+        return variant_config(sft, model, pir, "pir", {"prune_ratio": ratio, "num_traces": 8},
+                              {"instruction": None, "system_prompt": None, **prompt})
+
+    assert (config()["sft"]["output_dir"], config()["sft"]["run_name"]) == (str(pir), f"{sft.run_name}-pir")
+    save_stage_config(pir, config())
+    write_json(pir / "training_done.json", {"global_step": 2})
+    check_stage_config(pir, config())
+    with pytest.raises(ConfigMismatchError, match=r"pir holds a run .*\(data.prune_ratio: 0.5 -> 0.7\)"):
+        check_stage_config(pir, config(0.7))
+    with pytest.raises(ConfigMismatchError, match=r"prompt.instruction: None -> 'math'"):
+        check_stage_config(pir, config(instruction="math"))
 
 
 def test_traces_from_a_dataset_folder_with_mapped_columns(tmp_path):

@@ -1,5 +1,8 @@
-"""The RL recipes' library code: config parsing, stage overrides, data and levels, dynamic sampling."""
+"""The RL recipes' library code: config parsing, stage overrides, data and levels, dynamic sampling, what
+an output_dir may hold and when a stage's earlier work is reused."""
 
+import importlib.util
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -8,8 +11,11 @@ import pytest
 import torch
 import yaml
 
+from effreason.errors import UserError
 from effreason.evaluation.posttrain import EvalArguments
 from effreason.format import with_instruction
+from effreason.jsonl import write_json
+from effreason.outputs import ConfigMismatchError, OutputExistsError
 from effreason.training.args import (
     LGRPOArguments,
     TLDRArguments,
@@ -21,7 +27,8 @@ from effreason.training.builders import build_stage_rewards
 from effreason.training.checkpoints import resume_point
 from effreason.training.data import add_length_levels, level_reward_specs, parse_levels, training_dataset
 from effreason.training.grpo import uninformative_groups
-from effreason.training.stages import stage_args
+from effreason.training.output_dir import RUN_MANIFEST, check_stage_config, claim_output_dir
+from effreason.training.stages import describe_stage, save_stage_config, stage_args, stage_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
@@ -358,3 +365,111 @@ def test_evaluate_model_builds_the_eval_config_and_reevaluates_other_settings(mo
     seen.clear()
     posttrain.evaluate_model(with_budgets, tmp_path, "b", "lab")
     assert seen[0].budgets == [16, 32] and seen[0].budget_answer_tokens == 16
+
+
+# ---------------------------------------------------------------- output_dir: whose it is, what is reused
+
+
+def test_an_output_dir_is_claimed_new_or_empty_and_refused_when_not_the_recipes(tmp_path):
+    new, empty, foreign = tmp_path / "new", tmp_path / "empty", tmp_path / "foreign"
+    claim_output_dir(new, "recipes/lgrpo.py")
+    assert json.loads((new / RUN_MANIFEST).read_text())["written_by"] == "recipes/lgrpo.py"
+    (new / "stage1").mkdir()
+    claim_output_dir(new, "recipes/lgrpo.py")  # its own folder, again
+    with pytest.raises(OutputExistsError, match=r"new holds a run of recipes/lgrpo.py, not of recipes/tldr.py: "
+                                                "choose another output_dir"):
+        claim_output_dir(new, "recipes/tldr.py")
+    empty.mkdir()
+    claim_output_dir(empty, "recipes/sft.py")
+    assert (empty / RUN_MANIFEST).is_file()
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"foreign is not empty and was not written by recipes/sft.py.*"
+                                                "choose another path"):
+        claim_output_dir(foreign, "recipes/sft.py")
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]  # nothing was written
+
+
+def test_a_run_from_before_manifests_is_adopted_by_the_recipe_that_made_it(tmp_path):
+    lgrpo, tldr, sft = tmp_path / "lgrpo", tmp_path / "tldr", tmp_path / "sft"
+    write_json(lgrpo / "stage1" / "stage_config.json", {"stage": "stage1"})  # stage: both
+    write_json(tldr / "stage_config.json", {"stage": "tldr"})
+    write_json(sft / "sft_config.json", {})
+    with pytest.raises(OutputExistsError, match="holds a run of recipes/lgrpo.py, not of recipes/tldr.py"):
+        claim_output_dir(lgrpo, "recipes/tldr.py")
+    assert not (lgrpo / RUN_MANIFEST).exists()
+    for folder, recipe in ((lgrpo, "recipes/lgrpo.py"), (tldr, "recipes/tldr.py"), (sft, "recipes/sft.py")):
+        claim_output_dir(folder, recipe)
+        assert json.loads((folder / RUN_MANIFEST).read_text())["written_by"] == recipe
+
+
+def _stage_config(argv: list[str], stage: str, out: Path) -> dict:
+    """Stage ``stage``'s settings as the lgrpo recipe saves them, for ``argv`` on the lab default."""
+    recipe, _, grpo, model = parse_recipe_args(LGRPOArguments, argv, str(DEFAULT_LGRPO))
+    block = recipe.stage1 if stage == "1" else recipe.stage2
+    g, r = stage_args(grpo, recipe, block, str(out), command_line_keys(argv))
+    return stage_config(describe_stage(f"stage{stage}", block, command_line_keys(argv)), g, r, model)
+
+
+def test_a_finished_stage_or_a_checkpoint_is_reused_only_with_the_same_settings(tmp_path):
+    out = tmp_path / "stage1"
+    config, faster = _stage_config([], "1", out), _stage_config(["--learning_rate", "1e-3"], "1", out)
+    check_stage_config(out, faster)  # nothing to reuse: any settings
+    save_stage_config(out, config)
+    check_stage_config(out, faster)  # saved settings alone (a run that failed before training) reuse nothing
+    for make_work in (lambda: (out / "checkpoint-3").mkdir(),
+                      lambda: write_json(out / "training_done.json", {"global_step": 10})):
+        make_work()
+        # where outputs go, logging, reporting and checkpoint cadence do not shape the weights
+        check_stage_config(out, _stage_config(["--logging_steps", "7", "--save_steps", "2", "--report_to", "none",
+                                               "--run_name", "x", "--resume_from_checkpoint", "true"], "1", out))
+        with pytest.raises(ConfigMismatchError, match=r"stage1 holds a run that differs from this one "
+                                                      r"\(grpo.learning_rate: 0.0003 -> 0.001\); use another "
+                                                      r"output_dir, or delete .*stage1 to train it again") as e:
+            check_stage_config(out, faster)
+        assert e.value.differences == {"grpo.learning_rate": (3e-4, 1e-3)}
+    assert json.loads((out / "stage_config.json").read_text())["grpo"]["learning_rate"] == 3e-4  # not rewritten
+    length_reward = {**config, "recipe": {**config["recipe"], "rewards": [{"name": "lgrpo", "alpha": 0.5}]}}
+    with pytest.raises(ConfigMismatchError, match=r"recipe.rewards: \['correctness'\] -> \[\{'name': 'lgrpo'"):
+        check_stage_config(out, length_reward)
+    (out / "stage_config.json").unlink()
+    with pytest.raises(UserError, match=r"holds an earlier run \(training_done.json, checkpoint-3\) but no "
+                                        r"readable stage_config.json"):
+        check_stage_config(out, config)
+
+
+def test_a_stage_is_reused_only_after_the_earlier_stage_it_started_from(tmp_path):
+    """lgrpo ``stage: both``: a finished stage 2 whose stage 1 was deleted (to retrain it) is stale too; TLDR's
+    level warm-up is reused like a finished stage."""
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    config = _stage_config([], "2", stage2)
+    save_stage_config(stage2, config)
+    write_json(stage2 / "training_done.json", {"global_step": 30})
+    with pytest.raises(UserError, match=r"stage2 holds an earlier run that started from a finished .*stage1, which "
+                                        "is gone or training again: use another output_dir, or delete"):
+        check_stage_config(stage2, config, after=[stage1])
+    write_json(stage1 / "training_done.json", {"global_step": 10})
+    check_stage_config(stage2, config, after=[stage1])
+    warmup, tldr = tmp_path / "level_warmup", tmp_path / "tldr"
+    save_stage_config(tldr, config)
+    warmup.mkdir()
+    other = {**config, "recipe": {**config["recipe"], "dataset_limit": 5}}
+    check_stage_config(tldr, other)
+    with pytest.raises(ConfigMismatchError, match=r"recipe.dataset_limit: None -> 5"):
+        check_stage_config(tldr, other, reused=[warmup])
+
+
+def test_the_lgrpo_recipe_refuses_a_stale_stage_before_any_work(tmp_path):
+    """In seconds, before data or models load, and without overwriting the stage's saved settings."""
+    spec = importlib.util.spec_from_file_location("recipe_lgrpo", ROOT / "recipes" / "lgrpo.py")
+    lgrpo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lgrpo)
+    out = tmp_path / "run"
+    argv = ["--output_dir", str(out), "--stage", "1", "--report_to", "none", "--resume_from_checkpoint", "true"]
+    claim_output_dir(out, "recipes/lgrpo.py")  # as a finished run with another learning rate left it
+    save_stage_config(out, _stage_config([*argv, "--learning_rate", "1e-3"], "1", out))
+    write_json(out / "training_done.json", {"global_step": 10})
+    saved = (out / "stage_config.json").read_text()
+    with pytest.raises(ConfigMismatchError, match=r"grpo.learning_rate: 0.001 -> 0.0003"):
+        lgrpo.main(argv)
+    assert (out / "stage_config.json").read_text() == saved

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,27 @@ def build_sft_trainer(sft_args: Any, model_args: Any, train_dataset: Any, model_
     return trainer
 
 
+def variant_args(sft_args: Any, output_dir: str | Path, name: str) -> Any:
+    """The SFT settings of variant ``name``: its own output folder and run name."""
+    run_name = f"{sft_args.run_name}-{name}" if sft_args.run_name else name
+    return replace(sft_args, output_dir=str(output_dir), run_name=run_name)
+
+
+def variant_config(sft_args: Any, model_args: Any, output_dir: str | Path, name: str, data: Mapping[str, Any],
+                   prompt: Mapping[str, Any]) -> dict:
+    """A variant's resolved settings, as ``<output_dir>/stage_config.json`` holds them: the settings its
+    ``data`` was built with (``data/settings.json``'s), the ``prompt`` settings its rows are rendered with
+    (instruction, system prompt), its ``sft`` settings and the ``model`` it starts from (after any warm-up).
+    A finished variant is skipped only if they match (``effreason.training.output_dir.check_stage_config``)."""
+    return {"stage": name, "data": dict(data), "prompt": dict(prompt),
+            "sft": variant_args(sft_args, output_dir, name).to_dict(), "model": asdict(model_args)}
+
+
 def train_variant(sft_args: Any, model_args: Any, train_dataset: Any, output_dir: str | Path,
                   name: str) -> dict:
     """Train ``name`` into ``output_dir`` from ``model_args.model_name_or_path`` and save the model (or
-    the LoRA adapter) there. A variant that finished before (``training_done.json``) is skipped.
+    the LoRA adapter) there. A variant that finished before (``training_done.json``) is skipped: the recipe
+    checked its settings first (``variant_config``).
 
     Returns:
         ``{"output_dir", "global_step", "train_runtime_s", "final_loss", "peft", "start"}``.
@@ -43,8 +61,7 @@ def train_variant(sft_args: Any, model_args: Any, train_dataset: Any, output_dir
     from effreason.models import resolve_model_path
     from effreason.training.checkpoints import train_once
 
-    run_name = f"{sft_args.run_name}-{name}" if sft_args.run_name else name
-    args = replace(sft_args, output_dir=str(output_dir), run_name=run_name)
+    args = variant_args(sft_args, output_dir, name)
     start = resolve_model_path(model_args.model_name_or_path)
 
     def details(trainer: Any, result: Any, resumed_from: Any) -> dict:

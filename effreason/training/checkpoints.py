@@ -1,6 +1,8 @@
 """Train once: resume from the last checkpoint, skip what finished, save, mark done, free memory.
 
 Shared by the RL stages (``recipes/lgrpo.py``, ``tldr.py``) and the SFT variants (``effreason.sft.train``).
+What a stage folder holds is reused only after the recipe checked that it was made with the same settings
+(``effreason.training.output_dir.check_stage_config``).
 """
 
 from __future__ import annotations

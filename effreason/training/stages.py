@@ -68,10 +68,16 @@ def describe_stage(name: str, overrides: Mapping[str, Any], cli_keys: Collection
             "command_line_over_stage_block": sorted(k for k in overrides if k in cli_keys)}
 
 
-def save_stage_config(output_dir: str | Path, about: dict, grpo_args: Any, recipe: Any, model_args: Any) -> None:
-    """Log a stage's resolved settings and write them to ``<output_dir>/stage_config.json``."""
-    logger.info("%s: settings from its block %s%s -> %s", about["stage"], about["from_stage_block"] or "{}",
-                f"; the command line kept {about['command_line_over_stage_block']}"
-                if about["command_line_over_stage_block"] else "", output_dir)
-    write_json(Path(output_dir) / STAGE_CONFIG_FILE, {**about, "recipe": asdict(recipe),
-                                                       "grpo": grpo_args.to_dict(), "model": asdict(model_args)})
+def stage_config(about: dict, grpo_args: Any, recipe: Any, model_args: Any) -> dict:
+    """A stage's resolved settings, as ``<stage dir>/stage_config.json`` holds them: ``about``
+    (``describe_stage``) and the ``recipe``, ``grpo`` and ``model`` settings."""
+    return {**about, "recipe": asdict(recipe), "grpo": grpo_args.to_dict(), "model": asdict(model_args)}
+
+
+def save_stage_config(output_dir: str | Path, config: Mapping[str, Any]) -> None:
+    """Log a stage's resolved settings (``stage_config``, or an SFT variant's) and write them to
+    ``<output_dir>/stage_config.json``; ``effreason.training.output_dir.check_stage_config`` comes first."""
+    block, kept = config.get("from_stage_block"), config.get("command_line_over_stage_block")
+    logger.info("%s: settings%s%s -> %s", config["stage"], f" from its block {block}" if block else "",
+                f"; the command line kept {kept}" if kept else "", output_dir)
+    write_json(Path(output_dir) / STAGE_CONFIG_FILE, dict(config))
