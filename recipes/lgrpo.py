@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.training.data import training_dataset
     from effreason.training.launch import check_process_group
     from effreason.training.output_dir import check_stage_config, claim_output_dir
-    from effreason.training.stages import describe_stage, save_stage_config, stage_args, stage_config
+    from effreason.training.stages import (
+        describe_stage,
+        save_stage_config,
+        stage_args,
+        stage_config,
+        start_weights,
+    )
     from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -73,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     cli_keys = command_line_keys(argv)
 
     # ---- 0. every stage's settings, rewards and data, before any training: a typo fails in seconds
-    stages = {}
+    stages, start_fp = {}, start_weights(model_args.model_name_or_path)
     for stage in (["1", "2"] if recipe.stage == "both" else [recipe.stage]):
         name = f"stage{stage}"
         block = recipe.stage1 if stage == "1" else recipe.stage2
         out = str(root / name) if recipe.stage == "both" else grpo.output_dir
         stage_grpo, stage_recipe = stage_args(grpo, recipe, block, out, cli_keys)
-        config = stage_config(describe_stage(name, block, cli_keys), stage_grpo, stage_recipe, model_args)
+        config = stage_config(describe_stage(name, block, cli_keys), stage_grpo, stage_recipe, model_args,
+                              start_fp)
         # a finished stage or a checkpoint made with other settings, or after a redone stage 1, is refused
         check_stage_config(out, config, after=[s[0].output_dir for s in stages.values()])
         stages[name] = [stage_grpo, stage_recipe, config, build_stage_rewards(stage_recipe.rewards, stage_grpo,

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.sft.train import train_variant, trained_model, variant_config
     from effreason.training.launch import check_process_group
     from effreason.training.output_dir import check_stage_config, claim_output_dir
-    from effreason.training.stages import save_stage_config
+    from effreason.training.stages import save_stage_config, start_weights
     from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                      "segmenter": recipe.resolved_segmenter(), "answer_prefix": recipe.answer_prefix,
                      "seed": sft.seed, "lab_slip_warmup_steps": recipe.lab_slip_warmup_steps,
                      "lab_warmup_learning_rate": recipe.lab_warmup_learning_rate,
+                     "start_weights": start_weights(start),
                      **({"prune_markers": recipe.prune_markers} if recipe.prune_markers else {}),
                      **({} if recipe.traces == "lab" else {
                          "traces_split": recipe.traces_split, "traces_subset": recipe.traces_subset,

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.training.data import add_length_levels, level_reward_specs, parse_levels, training_dataset
     from effreason.training.launch import check_process_group
     from effreason.training.output_dir import check_stage_config, claim_output_dir
-    from effreason.training.stages import describe_stage, save_stage_config, stage_config
+    from effreason.training.stages import describe_stage, save_stage_config, stage_config, start_weights
     from effreason.training.tracking import configure_wandb
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.lab_level_warmup_steps:
         model_args = replace(model_args, model_name_or_path=str(warm_dir))
         recipe = replace(recipe, reinit_embeddings=[])
-    config = stage_config(describe_stage("tldr", {}, ()), grpo, recipe, model_args)
+    config = stage_config(describe_stage("tldr", {}, ()), grpo, recipe, model_args, start_weights(start_model))
     check_stage_config(grpo.output_dir, config, reused=[warm_dir] if recipe.lab_level_warmup_steps else [])
 
     # ---- 0. levels, the rewards (each level's budget and lambda) and the levelled prompts, before any training

@@ -403,12 +403,12 @@ def test_a_run_from_before_manifests_is_adopted_by_the_recipe_that_made_it(tmp_p
         assert json.loads((folder / RUN_MANIFEST).read_text())["written_by"] == recipe
 
 
-def _stage_config(argv: list[str], stage: str, out: Path) -> dict:
+def _stage_config(argv: list[str], stage: str, out: Path, weights: str = "lab-weights") -> dict:
     """Stage ``stage``'s settings as the lgrpo recipe saves them, for ``argv`` on the lab default."""
     recipe, _, grpo, model = parse_recipe_args(LGRPOArguments, argv, str(DEFAULT_LGRPO))
     block = recipe.stage1 if stage == "1" else recipe.stage2
     g, r = stage_args(grpo, recipe, block, str(out), command_line_keys(argv))
-    return stage_config(describe_stage(f"stage{stage}", block, command_line_keys(argv)), g, r, model)
+    return stage_config(describe_stage(f"stage{stage}", block, command_line_keys(argv)), g, r, model, weights)
 
 
 def test_a_finished_stage_or_a_checkpoint_is_reused_only_with_the_same_settings(tmp_path):
@@ -429,6 +429,8 @@ def test_a_finished_stage_or_a_checkpoint_is_reused_only_with_the_same_settings(
             check_stage_config(out, faster)
         assert e.value.differences == {"grpo.learning_rate": (3e-4, 1e-3)}
     assert json.loads((out / "stage_config.json").read_text())["grpo"]["learning_rate"] == 3e-4  # not rewritten
+    with pytest.raises(ConfigMismatchError, match=r"start_weights: .?lab-weights.? -> .?rebuilt-lab"):
+        check_stage_config(out, _stage_config([], "1", out, weights="rebuilt-lab"))  # same settings, other start
     length_reward = {**config, "recipe": {**config["recipe"], "rewards": [{"name": "lgrpo", "alpha": 0.5}]}}
     with pytest.raises(ConfigMismatchError, match=r"recipe.rewards: \['correctness'\] -> \[\{'name': 'lgrpo'"):
         check_stage_config(out, length_reward)
@@ -473,3 +475,17 @@ def test_the_lgrpo_recipe_refuses_a_stale_stage_before_any_work(tmp_path):
     with pytest.raises(ConfigMismatchError, match=r"grpo.learning_rate: 0.001 -> 0.0003"):
         lgrpo.main(argv)
     assert (out / "stage_config.json").read_text() == saved
+
+
+def test_start_weights_tell_a_rebuilt_model_from_the_one_a_run_started_from(tmp_path):
+    from effreason.training.stages import start_weights
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 64)
+    before = start_weights(str(model))
+    assert start_weights(str(model)) == before
+    (model / "model.safetensors").write_bytes(b"\1" * 64)  # same size, other weights
+    assert start_weights(str(model)) != before
+    assert start_weights("lab") == start_weights(str(Path(__file__).resolve().parents[1] / "effreason/lab/checkpoint"))

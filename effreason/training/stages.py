@@ -68,10 +68,22 @@ def describe_stage(name: str, overrides: Mapping[str, Any], cli_keys: Collection
             "command_line_over_stage_block": sorted(k for k in overrides if k in cli_keys)}
 
 
-def stage_config(about: dict, grpo_args: Any, recipe: Any, model_args: Any) -> dict:
+def stage_config(about: dict, grpo_args: Any, recipe: Any, model_args: Any, start_weights: str | None) -> dict:
     """A stage's resolved settings, as ``<stage dir>/stage_config.json`` holds them: ``about``
-    (``describe_stage``) and the ``recipe``, ``grpo`` and ``model`` settings."""
-    return {**about, "recipe": asdict(recipe), "grpo": grpo_args.to_dict(), "model": asdict(model_args)}
+    (``describe_stage``), the ``recipe``, ``grpo`` and ``model`` settings and the fingerprint of the
+    weights the recipe started from (``start_weights``)."""
+    return {**about, "recipe": asdict(recipe), "grpo": grpo_args.to_dict(), "model": asdict(model_args),
+            "start_weights": start_weights}
+
+
+def start_weights(name_or_path: str) -> str | None:
+    """Fingerprint of the model a recipe starts from (``effreason.outputs.weights_fingerprint``, ``lab``
+    resolved): part of every stage's settings, so a rebuilt lab checkpoint or retrained start model is not
+    taken for the one an earlier run of the same settings started from."""
+    from effreason.models import resolve_model_path
+    from effreason.outputs import weights_fingerprint
+
+    return weights_fingerprint(resolve_model_path(name_or_path))
 
 
 def save_stage_config(output_dir: str | Path, config: Mapping[str, Any]) -> None:
