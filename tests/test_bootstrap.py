@@ -9,6 +9,7 @@ from effreason.cli import main
 from effreason.lab.trainers.bootstrap import (
     collate,
     length_bucketed_batches,
+    mixed_style_batches,
     run_bootstrap,
     training_examples,
 )
@@ -32,6 +33,20 @@ def test_training_examples_are_deterministic_and_bucketing_keeps_every_example(l
     batches = length_bucketed_batches(a, 8, seed=0, chunk_batches=4)
     assert sorted(map(str, (e for b in batches for e in b))) == sorted(map(str, a))
     assert len(batches) == 8
+
+
+def test_every_mixed_batch_holds_the_verbose_share(lab_tokenizer):
+    """Length bucketing over the mix made batches of one style (concise traces are ~3x shorter), which flipped
+    the greedy style with the last batches; every batch now holds round(share * size) verbose traces."""
+    verbose_ids = set(map(str, training_examples(lab_tokenizer, 30, "9/verbose", 1.0)))
+    concise_ids = set(map(str, training_examples(lab_tokenizer, 30, "9/concise", 0.0)))
+    batches = mixed_style_batches(lab_tokenizer, 6, 5, 9, verbose_share=0.8, chunk_batches=4)
+    assert len(batches) == 6 and all(len(b) == 5 for b in batches)
+    assert [sum(str(e) in verbose_ids for e in b) for b in batches] == [4] * 6
+    assert all(sum(str(e) in concise_ids for e in b) == 1 for b in batches)
+    assert batches == mixed_style_batches(lab_tokenizer, 6, 5, 9, verbose_share=0.8, chunk_batches=4)
+    concise_only = mixed_style_batches(lab_tokenizer, 3, 4, 1, verbose_share=0.0)
+    assert len(concise_only) == 3 and all(len(b) == 4 for b in concise_only)
 
 
 def test_config_validation():

@@ -52,7 +52,7 @@ def test_lgrpo_both_stages_train_save_log_and_compare(tmp_path):
     for stage, steps in (("stage1", 1), ("stage2", 2)):
         done = json.loads((out / stage / "training_done.json").read_text())
         assert done["global_step"] == steps
-        assert (out / stage / "model.safetensors").is_file()
+        assert (out / stage / "model.safetensors").is_file() and not list((out / stage).glob("*.bin"))
         rows = log_rows(out / stage / "train_log.jsonl")
         assert [r["step"] for r in rows] == list(range(1, steps + 1))
         for key in ("completions/mean_length", "completions/tokens_p90", "reward/frac_all_correct_groups",

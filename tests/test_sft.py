@@ -242,6 +242,7 @@ def test_tiny_sft_run_end_to_end_and_resume(untrained_lab_dir, tmp_path):
     for name in ("unpruned", "pir", "random"):
         done = json.loads((out / name / "training_done.json").read_text())
         assert done["global_step"] == 2 and (out / name / "model.safetensors").is_file()
+        assert not list((out / name).glob("*.bin"))  # the saved model holds no pickle
         assert done["start"] == str(start)
         assert json.loads((out / "eval" / name / "results.json").read_text())["n"] == 6
     pir_rows = [json.loads(line) for line in (out / "data" / "pir.jsonl").read_text().splitlines()]

@@ -22,6 +22,7 @@ from effreason.training.tracking import finish_wandb
 logger = logging.getLogger(__name__)
 
 DONE_FILE = "training_done.json"
+TRAINING_ARGS_PICKLE = "training_args.bin"  # what ``Trainer.save_model`` adds next to the weights
 
 
 def resume_point(output_dir: str | os.PathLike, resume: Any) -> str | bool | None:
@@ -76,6 +77,9 @@ def train_once(build_trainer: Callable[[], Any], output_dir: str | os.PathLike, 
     info = {"output_dir": str(out), "global_step": trainer.state.global_step, "train_runtime_s": wall,
             **(details(trainer, result, resume) if details else {})}
     if trainer.accelerator.is_main_process:
+        # the saved model is safetensors + JSON: transformers' pickled copy of the arguments is dropped
+        # (``stage_config.json`` holds them; ``checkpoint-*`` folders keep theirs, which resuming needs)
+        (out / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
         write_json(out / DONE_FILE, info)
     trainer.accelerator.wait_for_everyone()
     finish_wandb(trainer.args)

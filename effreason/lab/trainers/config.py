@@ -13,12 +13,13 @@ class BootstrapConfig:
     steps: int = 1200
     concise_steps: int = 600
     batch_size: int = 32
-    learning_rate: float = 5e-3
+    learning_rate: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
     verbose_share: float = 0.8
     hidden_size: int = 128
-    num_layers: int = 4
+    num_layers: int = 3
+    intermediate_size: int = 384
     eval_limit: int | None = None
     eval_batch_size: int = 250
     max_new_tokens: int = 320
@@ -29,7 +30,7 @@ class BootstrapConfig:
     gate_tokens_ratio: float = 2.7
     gate_problems: int = 300
     gate_every: int = 50
-    time_limit_s: float = 540.0
+    time_limit_s: float = 480.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
