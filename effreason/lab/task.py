@@ -4,7 +4,7 @@ A problem is a start value and ``k`` numbered operations, all modulo ``MODULUS``
 
     start 7 ; s1 + 5 ; s2 * 3 ; s3 - 4 ; ( mod 11 )
 
-Each value is a single token and each step is addressable by its label (``s2``), so a ~1M-parameter
+Each value is a single token and each step is addressable by its label (``s2``), so a 0.7M-parameter
 model can learn one step per line of thought (LAB-NOTES: local addressability is what makes the
 task learnable). Answering without the chain means composing ``k`` table look-ups in one forward
 pass, which a tiny model cannot do: skipping steps costs accuracy, so "shorter" is a real trade-off.
