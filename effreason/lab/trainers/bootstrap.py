@@ -23,8 +23,8 @@ trains ``gate_every`` more steps on fresh examples of the verbose-leaning mix, t
 again, until the check passes or training has run ``time_limit_s`` seconds (480: with the
 evaluation the command then stays within 10 minutes on 2 cores, with one thread as with two; on an
 idle 2-core machine the schedule alone takes ~4.7 minutes with two threads, leaving ~3 repair
-rounds, and ~7.9 with one, leaving none: give ``--time-limit-s`` room to let it repair). The check leaves the weights, optimizer, data order and every RNG as they were,
-so a run that passes at once is the run without a gate, byte for byte. A run whose last check
+rounds, and ~7.9 with one, leaving none: give ``--time-limit-s`` room to let it repair). The check
+leaves the weights, optimizer, data order and every RNG as they were, so a run that passes at once is the run without a gate, byte for byte. A run whose last check
 fails is not saved (``GateFailed``, exit code 1) unless ``keep_failed``; its ``metrics.json``
 lists every check. ``gate_problems=0`` turns the gate off.
 
@@ -222,8 +222,7 @@ def train(cfg: BootstrapConfig):
     logger.info("lab model: %.2fM parameters", n_params / 1e6)
     # Curriculum: concise traces first (every token carries a look-up or a computation, at a third
     # of the cost), then the verbose-leaning mixture that makes the model an overthinker.
-    concise = training_examples(tokenizer, cfg.concise_steps * cfg.batch_size, cfg.seed, verbose_share=0.0)
-    batches = length_bucketed_batches(concise, cfg.batch_size, cfg.seed)
+    batches = mixed_style_batches(tokenizer, cfg.concise_steps, cfg.batch_size, cfg.seed, verbose_share=0.0)
     batches += mixed_style_batches(tokenizer, cfg.steps - cfg.concise_steps, cfg.batch_size, cfg.seed + 1,
                                    cfg.verbose_share)
     optimizer = torch.optim.AdamW(
