@@ -69,7 +69,7 @@ class BanEverywhere:
     def apply(self, hooks, tokenizer, settings):
         return replace(hooks, logits_processors=[*hooks.logits_processors, BanToken(settings["token_id"])])
 
-    def vllm_logits(self, settings):
+    def vllm_logits(self, settings, tokenizer):
         return VLLMLogits((f"{__name__}:BanTokenVLLM",), {"ban_token_id": settings["token_id"]})
 
 

@@ -7,6 +7,7 @@ Examples::
     effreason eval --model Qwen/Qwen3-1.7B --benchmark math500 --backend vllm --output runs/eval/q3
     effreason eval --completions api_outputs.jsonl --tokenizer Qwen/Qwen3-1.7B --output runs/eval/api
     effreason eval compare runs/eval/* --baseline runs/eval/lab --plot runs/eval/compare.png
+    effreason eval leaderboard --model lab --benchmark lab --backend vllm --output runs/leaderboard
 
 Re-running a command with the same ``--output`` resumes an interrupted run.
 """
@@ -132,11 +133,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for method in available_methods().values():
         method.add_arguments(methods)
     p.set_defaults(func=run)
-    sub = p.add_subparsers(dest="eval_command", metavar="{compare}", title="sub-commands")
+    sub = p.add_subparsers(dest="eval_command", metavar="{compare,leaderboard}", title="sub-commands")
     c = sub.add_parser("compare", help="table and plot of several runs",
                        description="Compare eval runs: a table, and accuracy vs tokens with the Pareto frontier.")
     add_compare_arguments(c)
     c.set_defaults(func=run_compare)
+    from effreason.evaluation import leaderboard
+
+    lb = sub.add_parser("leaderboard", help="every test-time method over its knob, and trained models, on one chart",
+                        description=leaderboard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    leaderboard.add_arguments(lb)
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
@@ -221,7 +227,13 @@ def _f(value: object, spec: str = ".3f") -> str:
 def format_results(r: dict) -> str:
     """A few lines for the terminal."""
     lines = [f"accuracy {_f(r['accuracy'])} (n={r['n']}, samples/problem={r['samples_per_problem']})"]
-    if "majority_accuracy" in r:
+    if r.get("parallel") and r["parallel"]["method"] != "majority":
+        par = r["parallel"]
+        lines[0] = (f"accuracy {_f(r['accuracy'])} ({par['method']}, k={par['k']}, m={par['m']}: the vote of the counted "
+                    f"samples; n={r['n']}); per sample {_f(r.get('sample_accuracy'))}")
+        lines.append(f"latency tokens {_f(par['latency_tokens_mean'], '.1f')}, compute tokens "
+                     f"{_f(par['compute_tokens_mean'], '.1f')} per problem")
+    elif "majority_accuracy" in r:
         lines.append(f"mean accuracy over k {_f(r['accuracy_mean_at_k'])}, majority vote {_f(r['majority_accuracy'])}, "
                      f"pass@k {_f(r['pass_at_k'])}")
     lines.append(f"tokens mean {_f(r['tokens_mean'], '.1f')} / median {_f(r['tokens_median'], '.1f')} / "

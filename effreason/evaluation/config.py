@@ -113,7 +113,12 @@ class EvalConfig:
         ``budgets`` / ``answer_prefix`` / ``budget_answer_tokens`` fields, so a run's saved config and resume
         check are the same whichever way it was asked for.
         """
-        from effreason.generation.methods import check_backend, validate_methods
+        from effreason.generation.methods import (
+            SamplerMethod,
+            available_methods,
+            check_backend,
+            validate_methods,
+        )
 
         if not isinstance(self.methods, dict):
             raise ValueError(f"methods must be a mapping of method name -> settings, got {self.methods!r}")
@@ -129,6 +134,15 @@ class EvalConfig:
                 setattr(self, key, list(value) if key == "budgets" else value)
         if self.completions is None:
             check_backend(self.method_settings(), self.backend)
+        available = available_methods()
+        drawn = [name for name in self.methods if isinstance(available[name], SamplerMethod)]
+        if drawn and self.budgets:
+            raise ValueError(f"--budgets cuts each full completion, but {drawn[0]} draws its own (cut or stopped) "
+                             "samples: use one of them per run")
+        for name, settings in self.methods.items():
+            check = getattr(available[name], "check_settings", None)
+            if check is not None:
+                check(settings, samples=self.samples)
 
     def method_settings(self) -> dict[str, dict]:
         """``{method name: settings}`` of every method the run uses, budget forcing included."""

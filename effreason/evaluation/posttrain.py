@@ -32,7 +32,11 @@ class EvalArguments:
     eval_budgets: list[int] = field(default_factory=list, metadata={
         "help": "also evaluate each model with these thinking budgets (tokens, s1-style forcing)"})
     eval_methods: dict = field(default_factory=dict, metadata={
-        "help": "generation-method settings by method name, e.g. {budget_forcing: {budgets: [64, 128]}} (the eval CLI sets them with each method's flags)"})
+        "help": "generation-method settings by method name, e.g. {budget_forcing: {budgets: [64, 128]}}, "
+                "{thinking_stop: {alpha: 2.0}}, {s1: {thinking_budget: 64}}, {short_m_at_k: {m: 3}} "
+                "(the eval CLI sets them with each method's flags)"})
+    eval_samples: int = field(default=1, metadata={"help": "samples per problem (short-m@k and first-finish: k)"})
+    eval_temperature: float = field(default=0.0, metadata={"help": "eval sampling temperature (0 = greedy)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_benchmark, str) and self.eval_benchmark.lower() in ("none", ""):
@@ -48,6 +52,8 @@ class EvalArguments:
         for key in ("eval_limit", "eval_max_new_tokens", "eval_batch_size"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1 (or unset), got {getattr(self, key)}")
+        if self.eval_benchmark is not None and (self.eval_methods or self.eval_samples != 1 or self.eval_temperature):
+            eval_config(self, "-", "check", "the trained model")  # method names, settings, samples: now
 
 
 class EvalModel(NamedTuple):
@@ -58,6 +64,25 @@ class EvalModel(NamedTuple):
     instruction: str | None = None
 
 
+def eval_config(eval_args: EvalArguments, out_dir: str | Path, name: str, model: str, adapter: str | None = None,
+                instruction: str | None = None, data_dir: str | None = None):
+    """The ``EvalConfig`` a recipe evaluates ``model`` with (``out_dir/eval/<name>``), validated now."""
+    from effreason.evaluation.config import EvalConfig
+
+    extra: dict = {}  # only when set, so a default run builds the same EvalConfig as ever
+    if eval_args.eval_budgets:
+        extra["budgets"] = list(eval_args.eval_budgets)
+    if eval_args.eval_methods:
+        extra["methods"] = dict(eval_args.eval_methods)
+    if eval_args.eval_samples != 1 or eval_args.eval_temperature != 0.0:
+        extra.update(samples=eval_args.eval_samples, temperature=eval_args.eval_temperature)
+    return EvalConfig(output=str(Path(out_dir) / "eval" / name), benchmark=eval_args.eval_benchmark,
+                      split=eval_args.eval_split, limit=eval_args.eval_limit, data_dir=data_dir,
+                      model=model, adapter=adapter, instruction=instruction, backend=eval_args.eval_backend,
+                      max_new_tokens=eval_args.eval_max_new_tokens, batch_size=eval_args.eval_batch_size,
+                      progress=False, **extra)
+
+
 def evaluate_model(eval_args: EvalArguments, out_dir: str | Path, name: str, model: str, adapter: str | None = None,
                    instruction: str | None = None, data_dir: str | None = None) -> dict:
     """Evaluate one model on ``eval_args.eval_benchmark`` into ``out_dir/eval/<name>`` and return its results.
@@ -65,21 +90,11 @@ def evaluate_model(eval_args: EvalArguments, out_dir: str | Path, name: str, mod
     An interrupted evaluation of the same weights and settings resumes; one of other weights or settings
     (``ConfigMismatchError``) is evaluated again from scratch.
     """
-    from effreason.evaluation.config import EvalConfig
     from effreason.evaluation.runner import run_eval
     from effreason.evaluation.store import ConfigMismatchError
     from effreason.models import outside_zero3
 
-    extra = {}  # only when set, so a default run builds the same EvalConfig as ever
-    if eval_args.eval_budgets:
-        extra["budgets"] = list(eval_args.eval_budgets)
-    if eval_args.eval_methods:
-        extra["methods"] = dict(eval_args.eval_methods)
-    cfg = EvalConfig(output=str(Path(out_dir) / "eval" / name), benchmark=eval_args.eval_benchmark,
-                     split=eval_args.eval_split, limit=eval_args.eval_limit, data_dir=data_dir,
-                     model=model, adapter=adapter, instruction=instruction, backend=eval_args.eval_backend,
-                     max_new_tokens=eval_args.eval_max_new_tokens, batch_size=eval_args.eval_batch_size,
-                     progress=False, **extra)
+    cfg = eval_config(eval_args, out_dir, name, model, adapter, instruction, data_dir)
     with outside_zero3():  # the main process alone, after a ZeRO-3 training: whole weights, no rank sync
         try:
             results = run_eval(cfg)

@@ -54,6 +54,9 @@ def summarize(rows: list[dict], *, samples_per_problem: int = 1, budgets: list[i
     out["grade_reasons"] = dict(sorted(reasons.items()))
     if samples_per_problem > 1:
         out.update(_k_sample_figures(base))
+        out["parallel"] = parallel_figures(base, has_tokens)
+        if out["parallel"]["method"] != "majority":  # the run's answer is the vote of the m that counted
+            out["sample_accuracy"], out["accuracy"] = out["accuracy"], out["parallel"]["accuracy"]
     if budgets:
         out["budgets"], out["budget_auc"] = _budget_figures(rows, budgets, has_tokens)
     return _finite(out)
@@ -68,6 +71,46 @@ def _k_sample_figures(base: list[dict]) -> dict:
         "majority_accuracy": metrics.majority_accuracy(list(groups.values())),
         "pass_at_k": metrics.accuracy([any(ok for _, ok in g) for g in groups.values()]),
     }
+
+
+#: Methods that draw k samples in parallel and vote (``effreason.generation.parallel``).
+PARALLEL_METHODS = ("short_m_at_k", "first_finish")
+
+
+def parallel_figures(base: list[dict], has_tokens: bool = True) -> dict:
+    """Voted accuracy, latency and compute tokens of a k-sample run: majority@k, or short-m@k / first-finish.
+
+    majority@k votes over all k samples; latency tokens are the longest of them (k decoded in parallel),
+    compute tokens their sum. short-m@k votes over the m counted samples ordered by when they finished
+    thinking, so a tie goes to the shorter; latency tokens are the longest of the m, compute tokens all
+    k as far as they got (``effreason.generation.parallel``).
+    """
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in base:
+        groups[str(r["id"])].append(r)
+    method = next((name for name in PARALLEL_METHODS if name in (base[0].get("method_info") or {})), None) \
+        if base else None
+    hits, latency, compute = [], [], []
+    k = m = None
+    for rows in groups.values():
+        rows = sorted(rows, key=lambda r: r["sample"])
+        if method is None:
+            voters = rows
+        else:
+            infos = [r["method_info"][method] for r in rows]
+            k, m = infos[0]["k"], infos[0]["m"]
+            voters = sorted((r for r, i in zip(rows, infos, strict=True) if i["counted"]),
+                            key=lambda r: (r["method_info"][method]["thinking_end"], r["sample"]))
+            if not voters:  # fewer than m finished thinking: nothing was stopped, all vote
+                voters = rows
+        winner = metrics.majority_vote([r["extracted"] for r in voters])
+        hits.append(winner is not None and any(r["correct"] for r in voters if r["extracted"] == winner))
+        latency.append(max(r["tokens"] for r in voters))
+        compute.append(sum(r["tokens"] for r in rows))
+    return {"method": method or "majority", "k": k or (len(base) // max(1, len(groups))), "m": m,
+            "accuracy": metrics.accuracy(hits),
+            "latency_tokens_mean": _mean(latency) if has_tokens else None,
+            "compute_tokens_mean": _mean(compute) if has_tokens else None}
 
 
 def _budget_figures(rows: list[dict], budgets: list[int], has_tokens: bool) -> tuple[dict, float]:
@@ -131,6 +174,12 @@ def summary_markdown(results: dict) -> str:
     for key in keys:
         if key in results:
             lines.append(f"| {key} | {_fmt(results[key], 5 if key == 'eff' else 3)} |")
+    if results.get("parallel"):
+        par = results["parallel"]
+        m = f", m={par['m']}" if par.get("m") else ""
+        lines += ["", f"{par['method']} (k={par['k']}{m}): voted accuracy {_fmt(par['accuracy'])}, latency tokens "
+                      f"{_fmt(par['latency_tokens_mean'], 1)}, compute tokens {_fmt(par['compute_tokens_mean'], 1)} "
+                      "per problem."]
     if results.get("budgets"):
         lines += ["", "| budget | accuracy | tokens_mean | forced_rate |", "|---|---|---|---|"]
         for b, f in results["budgets"].items():

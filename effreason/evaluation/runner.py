@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from effreason.evaluation.config import EvalConfig
 from effreason.evaluation.prompts import Problem, Task, load_problems
 from effreason.format import THINK_END, completion_in_context
 from effreason.generation.backends import Backend, Sampling, build_backend
-from effreason.generation.methods import Rollout, post_processors
+from effreason.generation.methods import Rollout, post_processors, sampler
 from effreason.generation.thinking import single_token_id, split_token_counts
 from effreason.jsonl import atomic_write, write_json
 from effreason.outputs import refuse_input_as_output, weights_fingerprint
@@ -65,6 +66,7 @@ class ChunkRunner:
     def __init__(self, cfg: EvalConfig, backend: Backend, grader):
         self.cfg, self.backend, self.grader = cfg, backend, grader
         self.think_end_id = single_token_id(backend.tokenizer, THINK_END)
+        self.sample = sampler(backend, cfg.method_settings())
         self.steps = post_processors(backend, cfg.method_settings())
 
     def generate(self, chunk: list[Problem]) -> list[Rollout]:
@@ -73,10 +75,15 @@ class ChunkRunner:
         Each rollout's ``origin`` is its ``(problem, sample)``.
         """
         cfg = self.cfg
-        gens = self.backend.generate([p.prompt_ids for p in chunk], n=cfg.samples, max_new_tokens=cfg.max_new_tokens,
-                                     seeds=[cfg.seed + p.index for p in chunk])
-        rollouts = [Rollout(p.prompt_ids, g, seed=cfg.seed + p.index, origin=(p, s), new_tokens=g.num_tokens)
-                    for p, samples in zip(chunk, gens, strict=True) for s, g in enumerate(samples)]
+        prompts, seeds = [p.prompt_ids for p in chunk], [cfg.seed + p.index for p in chunk]
+        if self.sample is not None:  # a method draws the samples itself (s1, short-m@k)
+            drawn = self.sample(prompts, cfg.samples, cfg.max_new_tokens, seeds)
+            rollouts = [Rollout(p.prompt_ids, g, seed=cfg.seed + p.index, origin=(p, s), new_tokens=new, info=info)
+                        for p, samples in zip(chunk, drawn, strict=True) for s, (g, info, new) in enumerate(samples)]
+        else:
+            gens = self.backend.generate(prompts, n=cfg.samples, max_new_tokens=cfg.max_new_tokens, seeds=seeds)
+            rollouts = [Rollout(p.prompt_ids, g, seed=cfg.seed + p.index, origin=(p, s), new_tokens=g.num_tokens)
+                        for p, samples in zip(chunk, gens, strict=True) for s, g in enumerate(samples)]
         for step in self.steps:
             rollouts = step(rollouts)
         return rollouts
@@ -151,12 +158,19 @@ def _resolve(cfg: EvalConfig, spec_grading: str, spec_fallback: bool, spec_answe
         cfg.last_number_fallback = spec_fallback
     if cfg.budgets and cfg.answer_prefix is None:
         cfg.answer_prefix = spec_answer_prefix
+    if "s1" in cfg.methods and cfg.methods["s1"].get("answer_prefix") is None:
+        cfg.methods = {**cfg.methods, "s1": {**cfg.methods["s1"], "answer_prefix": cfg.answer_prefix or spec_answer_prefix}}
 
 
-def run_eval(cfg: EvalConfig) -> dict:
+def run_eval(cfg: EvalConfig, backend: Backend | Callable[[], Backend] | None = None) -> dict:
     """Evaluate ``cfg.model`` on a benchmark or JSONL, resuming from ``cfg.output`` if it holds a partial run.
 
     The output folder is locked for the run and claimed (``store.claim``) before the model is loaded.
+
+    Args:
+        backend: a loaded backend of ``cfg.model`` to reuse, or a function that loads it when there is work
+            to do (``effreason eval leaderboard`` runs every point on one engine); it is configured for this
+            run's methods and sampling and left open.
     """
     from effreason.models import load_tokenizer, resolve_model_path
 
@@ -170,10 +184,11 @@ def run_eval(cfg: EvalConfig) -> dict:
                    "adapter_files": weights_fingerprint(cfg.adapter)}
     with store.lock(out_dir):
         store.claim(out_dir, fingerprint, cfg.to_dict(), overwrite=cfg.overwrite)
-        return _run_claimed(cfg, task, out_dir, fingerprint, start)
+        return _run_claimed(cfg, task, out_dir, fingerprint, start, backend)
 
 
-def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, start: float) -> dict:
+def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, start: float,
+                 shared: Backend | Callable[[], Backend] | None = None) -> dict:
     """``run_eval`` once the output folder is locked and claimed: resume, generate what is left, report."""
     from effreason.grading import Grader
     from effreason.models import resolve_model_path
@@ -185,11 +200,16 @@ def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, 
     if todo:
         max_prompt = max(len(p.prompt_ids) for chunk in todo for p in chunk)
         t = time.perf_counter()
-        backend = build_backend(
-            cfg.backend, cfg.model, sampling=Sampling(cfg.temperature, cfg.top_p, cfg.seed), adapter=cfg.adapter,
-            dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size, methods=cfg.method_settings(),
-            max_model_len=cfg.max_model_len or max_prompt + cfg.max_new_tokens + cfg.budget_answer_tokens + 16,
-        )
+        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.seed)
+        if shared is not None:
+            backend = shared() if callable(shared) else shared
+            backend.configure(cfg.method_settings(), sampling)
+        else:
+            backend = build_backend(
+                cfg.backend, cfg.model, sampling=sampling, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device,
+                batch_size=cfg.batch_size, methods=cfg.method_settings(),
+                max_model_len=cfg.max_model_len or max_prompt + cfg.max_new_tokens + cfg.budget_answer_tokens + 16,
+            )
         timing["model_load_s"] = time.perf_counter() - t
         with Grader(mode=cfg.grading, timeout_s=cfg.grade_timeout_s, num_workers=cfg.grade_workers,
                     last_number_fallback=cfg.last_number_fallback) as grader, \
@@ -197,7 +217,8 @@ def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, 
             try:
                 _run_chunks(ChunkRunner(cfg, backend, grader), todo, writer, timing, cfg.progress)
             finally:
-                backend.close()
+                if shared is None:
+                    backend.close()
     rows, _ = store.read_samples(out_dir / store.SAMPLES_FILE)
     results = report.summarize(rows, samples_per_problem=cfg.samples, budgets=cfg.budgets)
     meta = {"model": cfg.model, "model_path": resolve_model_path(cfg.model), "model_files": fingerprint["model_files"],

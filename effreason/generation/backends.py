@@ -54,6 +54,9 @@ class Backend(Protocol):
                  seeds: Sequence[int]) -> list[list[Generation]]:
         """``n`` completions per prompt; ``seeds`` has one seed per prompt (used where the backend can)."""
 
+    def configure(self, methods: dict[str, dict], sampling: Sampling) -> None:
+        """Use other methods / sampling from now on, keeping the loaded model (or running engine)."""
+
     def close(self) -> None:
         """Release the model (engine processes, memory)."""
 
@@ -63,12 +66,18 @@ class HFBackend:
 
     name = "hf"
     capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS, Capability.RESIDUAL_HOOKS,
-                              Capability.HIDDEN_STATES})
+                              Capability.HIDDEN_STATES, Capability.STOP_SAMPLES})
 
     def __init__(self, model: Any, tokenizer: Any, sampling: Sampling, *, batch_size: int = 64,
                  methods: dict[str, dict] | None = None):
-        self.tokenizer, self.sampling, self.batch_size = tokenizer, sampling, batch_size
-        self.hooks = apply_methods(GenerationHooks(model=model), tokenizer, methods or {})
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.configure(methods or {}, sampling)
+
+    def configure(self, methods: dict[str, dict], sampling: Sampling) -> None:
+        """Generate from now on with these methods' hooks and this sampling (the model stays loaded)."""
+        check_backend(methods, self.name)
+        self.sampling = sampling
+        self.hooks = apply_methods(GenerationHooks(model=self.model), self.tokenizer, methods)
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
                  seeds: Sequence[int]) -> list[list[Generation]]:
@@ -83,6 +92,33 @@ class HFBackend:
         )
         return [gens[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
+    def generate_short_m(self, prompt_ids: Sequence[Sequence[int]], *, k: int, m: int, max_new_tokens: int,
+                         seeds: Sequence[int], end_id: int) -> list[tuple[list[Generation], list[int]]]:
+        """k samples per prompt in one batch; a prompt's uncounted samples stop once m finished thinking.
+
+        Returns, per prompt, its samples and the tokens each generated past where it is kept (0 here:
+        a stopped row ends in the step that stops it). See ``effreason.generation.parallel``.
+        """
+        from effreason.generation.hf import _eos_ids
+        from effreason.generation.parallel import LockstepStop
+
+        if not self.sampling.greedy:
+            torch.manual_seed(seeds[0] if seeds else self.sampling.seed)
+        eos = _eos_ids(self.hooks.model, self.tokenizer)
+        per_call = len(prompt_ids) if len(prompt_ids) * k <= self.batch_size else max(1, self.batch_size // k)
+        out: list[tuple[list[Generation], list[int]]] = []
+        for start in range(0, len(prompt_ids), per_call):  # whole prompts per batch: a group never splits
+            part = prompt_ids[start : start + per_call]
+            gens = generate_hf(
+                self.hooks.model, self.tokenizer, [ids for ids in part for _ in range(k)],
+                max_new_tokens=max_new_tokens, batch_size=len(part) * k, do_sample=not self.sampling.greedy,
+                temperature=self.sampling.temperature or 1.0, top_p=self.sampling.top_p,
+                logits_processor=self.hooks.logits_processors, stopping_criteria=self.hooks.stopping_criteria,
+                batch_criteria=lambda rows, width: LockstepStop(rows, k, m, width, end_id, eos),
+            )
+            out.extend((gens[i * k : (i + 1) * k], [0] * k) for i in range(len(part)))
+        return out
+
     def close(self) -> None:
         pass
 
@@ -91,27 +127,57 @@ class VLLMBackend:
     """vLLM ``LLM.generate`` (imported lazily; see ``effreason.generation.vllm``)."""
 
     name = "vllm"
-    capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS})
+    capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS, Capability.STOP_SAMPLES})
 
     def __init__(self, model_path: str, tokenizer: Any, sampling: Sampling, *, adapter: str | None = None,
                  dtype: str | None = None, max_model_len: int | None = None, methods: dict[str, dict] | None = None,
-                 **engine_kwargs: Any):
+                 processors: Sequence[type | str] = (), **engine_kwargs: Any):
+        """``processors``: logits processor classes to start the engine with besides those of ``methods``, so
+        that later ``configure`` calls may switch them on (the engine takes its processors only at start)."""
         from effreason.generation import vllm as vllm_gen
 
         self._gen = vllm_gen
-        self.tokenizer, self.sampling = tokenizer, sampling
-        logits = vllm_logits(methods or {})
-        if logits.processors:
-            engine_kwargs["logits_processors"] = list(logits.processors)
-        self.extra_args = logits.extra_args or None
+        self.tokenizer = tokenizer
+        wanted = list(vllm_logits(methods or {}, tokenizer).processors)
+        self.processors = tuple(wanted + [p for p in processors if p not in wanted])
+        if self.processors:
+            engine_kwargs["logits_processors"] = list(self.processors)
         self.llm = vllm_gen.load_vllm(model_path, dtype=dtype, max_model_len=max_model_len, seed=sampling.seed,
                                       enable_lora=adapter is not None, **engine_kwargs)
         self.lora = vllm_gen.lora_request(adapter) if adapter else None
+        self.configure(methods or {}, sampling)
+
+    def configure(self, methods: dict[str, dict], sampling: Sampling) -> None:
+        """Generate from now on with these methods and this sampling (the engine keeps running).
+
+        Raises:
+            ValueError: a method needs a logits processor the engine was not started with.
+        """
+        check_backend(methods, self.name)
+        logits = vllm_logits(methods, self.tokenizer)
+        missing = [p for p in logits.processors if p not in self.processors]
+        if missing:
+            raise ValueError(f"the vLLM engine was started without the logits processors {missing}; start it with "
+                             "them (VLLMBackend(processors=...)) to switch them on later")
+        self.sampling, self.extra_args = sampling, logits.extra_args or None
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
                  seeds: Sequence[int]) -> list[list[Generation]]:
         return self._gen.generate_vllm(
             self.llm, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens, n=n,
+            temperature=self.sampling.temperature, top_p=self.sampling.top_p,
+            seeds=None if self.sampling.greedy else seeds, lora=self.lora, extra_args=self.extra_args,
+        )
+
+    def generate_short_m(self, prompt_ids: Sequence[Sequence[int]], *, k: int, m: int, max_new_tokens: int,
+                         seeds: Sequence[int], end_id: int) -> list[tuple[list[Generation], list[int]]]:
+        """k requests per prompt, stepped through the engine; uncounted ones aborted once m finished thinking.
+
+        Returns, per prompt, its samples and the tokens each generated past where it is kept (the engine
+        runs ahead of the abort by a step or so). See ``effreason.generation.parallel``.
+        """
+        return self._gen.generate_short_m_vllm(
+            self.llm, self.tokenizer, prompt_ids, k=k, m=m, max_new_tokens=max_new_tokens, end_id=end_id,
             temperature=self.sampling.temperature, top_p=self.sampling.top_p,
             seeds=None if self.sampling.greedy else seeds, lora=self.lora, extra_args=self.extra_args,
         )
@@ -130,11 +196,13 @@ BACKEND_CAPABILITIES: dict[str, frozenset[Capability]] = {"hf": HFBackend.capabi
 
 def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | None = None, dtype: str | None = None,
                   device: str | None = None, batch_size: int = 64, methods: dict[str, dict] | None = None,
-                  max_model_len: int | None = None) -> Backend:
+                  max_model_len: int | None = None, processors: Sequence[type | str] = ()) -> Backend:
     """Load the model for a backend (``"hf"`` or ``"vllm"``), refusing methods it cannot run.
 
     Args:
         methods: ``{method name: settings}`` of the methods whose hooks the backend applies.
+        processors: vLLM logits processors to start the engine with, for methods a later ``configure``
+            switches on (``effreason eval leaderboard`` runs every method on one engine).
     """
     from effreason.models import load_model_and_tokenizer, load_tokenizer, resolve_model_path
 
@@ -154,5 +222,5 @@ def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | N
             positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
             max_model_len = min(max_model_len, positions) if positions else max_model_len
         return VLLMBackend(path, load_tokenizer(path), sampling, adapter=adapter, dtype=dtype,
-                           max_model_len=max_model_len, methods=methods)
+                           max_model_len=max_model_len, methods=methods, processors=processors)
     raise AssertionError(f"backend {name!r} is declared but not built")

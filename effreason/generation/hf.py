@@ -6,7 +6,8 @@ original order. Works on CPU and GPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -37,6 +38,7 @@ def generate_hf(
     show_progress: bool = False,
     logits_processor: Sequence | None = None,
     stopping_criteria: Sequence | None = None,
+    batch_criteria: Callable[[list[int], int], Any] | None = None,
 ) -> list[Generation]:
     """Generate one completion per prompt (already tokenized, chat template applied).
 
@@ -47,6 +49,8 @@ def generate_hf(
         do_sample / temperature / top_p: sampling settings (greedy by default).
         logits_processor / stopping_criteria: extra transformers ``LogitsProcessor`` / ``StoppingCriteria``
             objects (generation-time methods, see ``effreason.generation.methods``).
+        batch_criteria: ``(prompt indices of the batch's rows, prompt width) -> StoppingCriteria`` made
+            afresh for each batch (short-m@k's per-row stops); it may cut rows with ``stopped_at``.
     """
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -68,14 +72,21 @@ def generate_hf(
             ids = list(prompt_ids[i])
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
+        per_batch = {}
+        criterion = batch_criteria(idx, width) if batch_criteria is not None else None
+        if criterion is not None:
+            per_batch["stopping_criteria"] = StoppingCriteriaList([*(stopping_criteria or []), criterion])
         out = model.generate(
             input_ids=input_ids.to(device), attention_mask=attention.to(device),
-            max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **sampling,
+            max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **{**sampling, **per_batch},
         )
         for row, i in enumerate(idx):
             new = out[row, width:].tolist()
             n = count_completion_tokens(new, eos, pad)
             finished = n > 0 and new[n - 1] in eos
+            cut = getattr(criterion, "stopped_at", {}).get(row)
+            if cut is not None:  # stopped by the criterion: its tokens end there (padding may equal eos)
+                n, finished = cut, False
             text = tokenizer.decode(new[:n], skip_special_tokens=True)
             results[i] = Generation(text=text, num_tokens=n, finished=finished, token_ids=new[:n])
         bar.update(len(idx))

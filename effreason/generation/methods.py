@@ -9,7 +9,7 @@ one or both of two optional ways:
 1. Every step. ``apply(hooks, tokenizer, settings) -> GenerationHooks`` (``HookMethod``) changes how
    the HF backend generates every token: wrap the model (forward hooks for steering vectors,
    hidden-state reads for probes), add transformers logits processors (thinking-stop scaling) or
-   stopping criteria. ``vllm_logits(settings) -> VLLMLogits`` (``VLLMLogitsMethod``) is the vLLM
+   stopping criteria. ``vllm_logits(settings, tokenizer) -> VLLMLogits`` (``VLLMLogitsMethod``) is the vLLM
    form of a logits change: V1 engine logits processor classes plus the ``SamplingParams.extra_args``
    that switch them on. Such a method requires ``LOGITS_PROCESSORS`` (or ``RESIDUAL_HOOKS`` /
    ``HIDDEN_STATES``, HF only) and runs on the backends whose hook it implements (``STEP_HOOKS``).
@@ -18,6 +18,10 @@ one or both of two optional ways:
    grade: cut a completion, append forced tokens, continue it with ``backend.generate`` from the
    token ids (``CONTINUE_FROM_IDS``), replace it or add variant rows. What it did goes into
    ``Rollout.info[method name]``, written to samples.jsonl as ``method_info``.
+3. ``sampler(backend, settings) -> sample`` (``SamplerMethod``): draws the base samples itself, in
+   place of ``backend.generate``: s1 (``effreason.generation.s1``) generates round by round within its
+   budget, short-m@k and first-finish (``effreason.generation.parallel``) stop samples early through
+   ``backend.generate_short_m`` (``STOP_SAMPLES``). At most one per run; post-processors run after it.
 
 Worked example: budget forcing (s1), ``effreason.generation.budget_forcing``. It requires only
 ``CONTINUE_FROM_IDS``, so both backends run it. Its step, for each base rollout and each budget,
@@ -67,6 +71,10 @@ from effreason.generation.types import Capability, Generation
 #: name -> module defining ``METHOD`` (imported when a config is validated or the eval parser is built).
 METHOD_MODULES: dict[str, str] = {
     "budget_forcing": "effreason.generation.budget_forcing",
+    "s1": "effreason.generation.s1",
+    "thinking_stop": "effreason.generation.thinking_stop",
+    "short_m_at_k": "effreason.generation.parallel",
+    "first_finish": "effreason.generation.parallel:FIRST_FINISH_METHOD",
 }
 
 _REGISTERED: dict[str, GenerationMethod] = {}
@@ -107,6 +115,8 @@ class Rollout:
 
 
 RolloutStep = Callable[[list[Rollout]], list[Rollout]]
+#: ``(prompt_ids, n, max_new_tokens, seeds) -> per prompt, n (generation, method_info, tokens generated)``.
+SampleFn = Callable[[list[list[int]], int, int, list[int]], list[list[tuple[Generation, dict, int]]]]
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,7 @@ class HookMethod(Protocol):
 class VLLMLogitsMethod(Protocol):
     """A method whose per-step logits change also runs in vLLM (its ``apply`` is the HF side)."""
 
-    def vllm_logits(self, settings: dict) -> VLLMLogits:
+    def vllm_logits(self, settings: dict, tokenizer: Any) -> VLLMLogits:
         """The vLLM logits processor classes and the per-request ``extra_args`` that switch them on."""
 
 
@@ -163,14 +173,22 @@ class RolloutMethod(Protocol):
         """Build, once per run, the step applied to each chunk's rollouts."""
 
 
+@runtime_checkable
+class SamplerMethod(Protocol):
+    """A method that draws the base samples itself (s1's rounds, short-m@k's stopped samples); one per run."""
+
+    def sampler(self, backend: Any, settings: dict) -> SampleFn:
+        """Build, once per run, the function that replaces ``backend.generate`` for the base samples."""
+
+
 def register_method(method: GenerationMethod) -> None:
     """Make a method available to ``effreason eval`` and ``EvalConfig.methods``."""
     if not isinstance(method, GenerationMethod):
         raise TypeError(f"{method!r} lacks the GenerationMethod attributes (name, requires, setting_names, "
                         "add_arguments, settings)")
-    if not isinstance(method, (HookMethod, VLLMLogitsMethod, RolloutMethod)):
-        raise TypeError(f"method {method.name!r} does nothing: give it apply(), vllm_logits() and/or "
-                        "post_processor()")
+    if not isinstance(method, (HookMethod, VLLMLogitsMethod, RolloutMethod, SamplerMethod)):
+        raise TypeError(f"method {method.name!r} does nothing: give it apply(), vllm_logits(), post_processor() "
+                        "and/or sampler()")
     _REGISTERED[method.name] = method
 
 
@@ -181,7 +199,10 @@ def unregister_method(name: str) -> None:
 
 def available_methods() -> dict[str, GenerationMethod]:
     """Methods from ``METHOD_MODULES`` and ``register_method``, by name."""
-    methods = {name: importlib.import_module(module).METHOD for name, module in METHOD_MODULES.items()}
+    methods = {}
+    for name, where in METHOD_MODULES.items():
+        module, _, attr = where.partition(":")
+        methods[name] = getattr(importlib.import_module(module), attr or "METHOD")
     methods.update(_REGISTERED)
     return methods
 
@@ -219,6 +240,9 @@ def validate_methods(methods: Mapping[str, Any]) -> None:
             if key not in allowed:
                 raise ValueError(f"method {name!r} has no setting {key!r}{_did_you_mean(key, allowed)} "
                                  f"(settings: {', '.join(sorted(allowed)) or 'none'})")
+    samplers = sorted(name for name in methods if isinstance(available[name], SamplerMethod))
+    if len(samplers) > 1:
+        raise ValueError(f"methods {' and '.join(samplers)} each draw the samples themselves; use one per run")
 
 
 #: Capabilities a method uses at every step, through each backend's own hook (``STEP_HOOKS``).
@@ -250,14 +274,14 @@ def check_backend(methods: Iterable[str], backend: str) -> None:
             raise ValueError(f"generation method {name!r} cannot run on backend {backend!r}: {why}; {fix}")
 
 
-def vllm_logits(methods: Mapping[str, dict]) -> VLLMLogits:
+def vllm_logits(methods: Mapping[str, dict], tokenizer: Any) -> VLLMLogits:
     """The processors and ``extra_args`` of every active ``VLLMLogitsMethod``, in name order."""
     available = available_methods()
     processors: list[type | str] = []
     extra_args: dict = {}
     for name in sorted(methods):
         if isinstance(available[name], VLLMLogitsMethod):
-            part = available[name].vllm_logits(methods[name])
+            part = available[name].vllm_logits(methods[name], tokenizer)
             processors.extend(p for p in part.processors if p not in processors)
             clash = set(extra_args) & set(part.extra_args)
             if clash:
@@ -275,6 +299,15 @@ def apply_methods(hooks: GenerationHooks, tokenizer: Any, methods: Mapping[str, 
         if isinstance(available[name], HookMethod):
             hooks = available[name].apply(hooks, tokenizer, methods[name])
     return hooks
+
+
+def sampler(backend: Any, methods: Mapping[str, dict]) -> SampleFn | None:
+    """The sample function of the run's ``SamplerMethod`` (``validate_methods`` allows one), or ``None``."""
+    available = available_methods()
+    for name in sorted(methods):
+        if isinstance(available[name], SamplerMethod):
+            return available[name].sampler(backend, methods[name])
+    return None
 
 
 def post_processors(backend: Any, methods: Mapping[str, dict]) -> list[RolloutStep]:

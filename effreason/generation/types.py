@@ -33,6 +33,8 @@ class Capability(StrEnum):
         RESIDUAL_HOOKS: the method may wrap the torch model and hook its layers (steering vectors).
         HIDDEN_STATES: the method may read hidden states at chosen positions (early-exit probes).
         PER_PROMPT_ADAPTER: ``generate`` takes one adapter per prompt.
+        STOP_SAMPLES: ``generate_short_m`` draws k samples of a prompt in parallel and stops the rest once m
+            have finished thinking (short-m@k, first-finish).
     """
 
     CONTINUE_FROM_IDS = "continue_from_ids"
@@ -40,3 +42,4 @@ class Capability(StrEnum):
     RESIDUAL_HOOKS = "residual_hooks"
     HIDDEN_STATES = "hidden_states"
     PER_PROMPT_ADAPTER = "per_prompt_adapter"
+    STOP_SAMPLES = "stop_samples"

