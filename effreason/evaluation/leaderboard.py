@@ -141,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     base_cfg = _config(args, out / "runs" / "base", {})
     points = plan(args, base_cfg.max_new_tokens)
-    for method, setting, over in points:  # every setting checked before anything loads
+    for method, setting, over in points:  # every setting and entry checked before anything loads
         _config(args, out / "runs" / _point_name(method, setting), over)
+    found = check_entries(args)
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "output", "overwrite", "progress",
                                                                  "command", "eval_command", "debug")}
     # What makes points comparable; knob lists and entries may change between runs (points are reused).
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         rows = _generate(args, out, points)
         if args.parallel == "replay":
             rows += replayed(args, out / "runs" / _point_name("majority", args.k))
-        rows += _entries(args, out)
+        rows += _entries(args, out, found)
         _write(out, rows, args)
     print(markdown(rows))
     print(f"wrote {out / ROWS_FILE}, {out / TABLE_FILE}, {out / PLOT_FILE} in {time.perf_counter() - start:.0f} s")
@@ -281,33 +282,43 @@ def _replay_row(method: str, setting: int, samples: list[list[dict]], ends: list
             "compute_tokens_mean": sum(compute) / n, "k": k, "m": m}
 
 
-def _entries(args: argparse.Namespace, out: Path) -> list[dict]:
-    """Trained models and artifacts: read an eval run folder, or evaluate a model greedy."""
-    from effreason.evaluation.runner import run_eval
+def check_entries(args: argparse.Namespace) -> dict[str, dict | None]:
+    """Each ``--entry``'s eval results (an eval run folder on the same problems) or ``None`` (a model, checked
+    to exist); before anything runs."""
     from effreason.models import check_model_source
+
+    found: dict[str, dict | None] = {}
+    for name, path in args.entry:
+        if name in found or name in PLOT_ORDER:
+            raise ValueError(f"--entry {name}={path}: the name {name!r} is taken; give each entry its own name")
+        results_file = Path(path) / store.RESULTS_FILE
+        if not results_file.is_file():
+            check_model_source(path, f"--entry {name}")
+            found[name] = None
+            continue
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+        cfg = results.get("config", {})
+        ours = (args.benchmark, args.split, args.limit)
+        theirs = (cfg.get("benchmark"), cfg.get("split"), cfg.get("limit"))
+        if theirs != ours:
+            raise ValueError(f"--entry {name}={path}: that run is on benchmark/split/limit {theirs}, the leaderboard "
+                             f"on {ours}: evaluate it on the same problems")
+        found[name] = results
+    return found
+
+
+def _entries(args: argparse.Namespace, out: Path, found: dict[str, dict | None]) -> list[dict]:
+    """Trained models and artifacts: an eval run folder's results, or the model evaluated greedy."""
+    from effreason.evaluation.runner import run_eval
 
     rows = []
     for name, path in args.entry:
-        results_file = Path(path) / store.RESULTS_FILE
-        if results_file.is_file():
-            results = json.loads(results_file.read_text(encoding="utf-8"))
-            cfg = results.get("config", {})
-            if cfg.get("benchmark") != args.benchmark or cfg.get("split", "test") != args.split or \
-                    results.get("n") != _problem_count(out):
-                raise ValueError(f"--entry {name}={path}: that run is on {cfg.get('benchmark')}/{cfg.get('split')} "
-                                 f"with {results.get('n')} problems, the leaderboard on {args.benchmark}/{args.split} "
-                                 f"with {_problem_count(out)}: evaluate it on the same problems (same --limit)")
-            rows.append(leaderboard_row(name, None, results, path))
-            continue
-        check_model_source(path, f"--entry {name}")
-        cfg = _config(args, out / "runs" / f"entry-{name}", {}, model=path)
-        rows.append(leaderboard_row(name, None, run_eval(cfg), cfg.output))
+        results = found[name]
+        if results is None:
+            cfg = _config(args, out / "runs" / f"entry-{name}", {}, model=path)
+            results, path = run_eval(cfg), cfg.output
+        rows.append(leaderboard_row(name, None, results, path))
     return rows
-
-
-def _problem_count(out: Path) -> int | None:
-    results = store.previous_results(out / "runs" / "base")
-    return results["n"] if results else None
 
 
 def markdown(rows: list[dict]) -> str:
