@@ -15,6 +15,10 @@ leaderboard resumes and a finished point is read back, never regenerated):
   ``effreason.generation.parallel`` a stopped sample is a prefix of its complete self (same seed), so
   votes, latency and compute tokens follow exactly from the complete samples; ``--parallel real``
   runs each point for real instead (the backend stops samples as it generates), at several times the cost.
+  Points with fewer samples (first-finish and majority at k' < k) use the first k' samples. On vLLM,
+  which seeds sample j of a prompt ``seed + j``, that is exactly the draw of a k'-sample run; HF draws a
+  prompt's samples from one generator for the whole batch, so there a k'-sample run is another draw of
+  the same distribution (the k-sample points match a real run exactly on both backends).
 - ``--entry NAME=PATH``: a trained model or artifact: an eval run folder (its ``results.json`` is
   read; it must be on the same benchmark and problems) or a model folder / hub id (evaluated greedy).
 
