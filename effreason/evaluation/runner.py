@@ -208,7 +208,7 @@ def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, 
             backend = build_backend(
                 cfg.backend, cfg.model, sampling=sampling, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device,
                 batch_size=cfg.batch_size, methods=cfg.method_settings(),
-                max_model_len=cfg.max_model_len or max_prompt + cfg.max_new_tokens + cfg.budget_answer_tokens + 16,
+                max_model_len=cfg.max_model_len or max_prompt + cfg.max_new_tokens + _answer_room(cfg) + 16,
             )
         timing["model_load_s"] = time.perf_counter() - t
         with Grader(mode=cfg.grading, timeout_s=cfg.grade_timeout_s, num_workers=cfg.grade_workers,
@@ -227,6 +227,12 @@ def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, 
     if not todo and previous and previous.get("throughput"):  # nothing generated: keep the generating run's figures
         return finish(out_dir, results, meta, cfg, start, timing, kept_timing=previous)
     return finish(out_dir, results, meta, cfg, start, timing)
+
+
+def _answer_room(cfg: EvalConfig) -> int:
+    """Tokens a forced answer may add after a cut completion (budget forcing's or s1's)."""
+    s1 = cfg.methods.get("s1") or {}
+    return max(cfg.budget_answer_tokens, s1.get("answer_tokens") or 0)  # the 16 tokens of margin hold the lead-in
 
 
 def _run_chunks(runner: ChunkRunner, todo: list[list[Problem]], writer: store.SampleWriter, timing: dict,

@@ -168,12 +168,12 @@ def generate_short_m_vllm(
     Returns:
         per prompt, its k samples (stopped ones cut at ``T``) and each sample's overrun in tokens.
     """
+    vllm = import_vllm()
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
     from effreason.generation.parallel import counted_samples, stop_length, thinking_end
 
-    vllm = import_vllm()
     engine = llm.llm_engine
     tag = f"effreason-short-m-{next(_REQUEST_IDS)}"
     where: dict[str, tuple[int, int]] = {}
