@@ -143,6 +143,9 @@ def test_s1_settings_are_checked_before_loading():
                                                                              "min_thinking_tokens": 9}})
     with pytest.raises(ValueError, match="thinking_budget must be an integer >= 1"):
         EvalConfig(output="x", benchmark="lab", model="lab", methods={"s1": {"thinking_budget": "8"}})
+    with pytest.raises(ValueError, match="s1 thinking budget 200 exceeds --max-new-tokens 100"):
+        EvalConfig(output="x", benchmark="lab", model="lab", max_new_tokens=100,
+                   methods={"s1": {"thinking_budget": 200}})
     with pytest.raises(ValueError, match="each draw the samples themselves"):
         EvalConfig(output="x", benchmark="lab", model="lab", samples=4, temperature=1.0,
                    methods={"s1": {"thinking_budget": 8}, "first_finish": {}})

@@ -98,6 +98,10 @@ class EvalConfig:
         if self.max_new_tokens is None and self.completions is None:
             spec = BENCHMARKS.get(self.benchmark) if self.benchmark else None
             self.max_new_tokens = spec.max_new_tokens if spec is not None else DEFAULT_MAX_NEW_TOKENS
+        s1_budget = (self.methods.get("s1") or {}).get("thinking_budget")
+        if isinstance(s1_budget, int) and self.max_new_tokens is not None and s1_budget > self.max_new_tokens:
+            raise ValueError(f"s1 thinking budget {s1_budget} exceeds --max-new-tokens {self.max_new_tokens}: raise "
+                             "--max-new-tokens or lower --s1-budget")
         if self.budgets and self.budgets[-1] > self.max_new_tokens:
             raise ValueError(f"budget {self.budgets[-1]} exceeds --max-new-tokens {self.max_new_tokens}: budgets cut "
                              "the unbudgeted completion, so raise --max-new-tokens or drop the larger budgets")

@@ -252,7 +252,12 @@ def replayed(args: argparse.Namespace, run: Path) -> list[dict]:
 
 
 def _first_thinking_end(row: dict, tokenizer) -> int | None:
-    """Tokens through the first ``</think>`` of a samples.jsonl row (``None``: never finished thinking)."""
+    """Tokens through the first ``</think>`` of a samples.jsonl row (``None``: never finished thinking).
+
+    Exact when the completion holds at most one ``</think>`` (the row's ``thinking_tokens``, counted on
+    the generated ids). With several, the text up to the first is re-tokenized, which for BPE
+    vocabularies can differ from the generated ids by a token, so such a replay is an estimate.
+    """
     text = row["completion"]
     if THINK_END not in text:
         return None if row["truncated"] else row["tokens"]

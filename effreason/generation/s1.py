@@ -155,7 +155,7 @@ def _run(backend: Any, states: list[_State], s: dict, forced: list[int], wait: l
         for st, c in zip(todo, conts, strict=True):
             st.rounds += 1
             st.new_tokens += c.num_tokens
-            _advance(st, c, s, wait, end_id, backend.tokenizer)
+            _advance(st, c, s, wait, end_id, backend.tokenizer, max_new_tokens)
 
 
 def _continue(backend: Any, states: list[_State], max_new_tokens: int, budget: int, room: int) -> list[Generation]:
@@ -172,7 +172,8 @@ def _continue(backend: Any, states: list[_State], max_new_tokens: int, budget: i
     return [out[i] for i in range(len(states))]
 
 
-def _advance(st: _State, c: Generation, s: dict, wait: list[int], end_id: int, tok: Any) -> None:
+def _advance(st: _State, c: Generation, s: dict, wait: list[int], end_id: int, tok: Any,
+             max_new_tokens: int) -> None:
     """Decide what a state does after a round: done as generated, extend with Wait, or force at the budget."""
     budget = s["thinking_budget"]
     combined = st.ids + list(c.token_ids)
@@ -182,7 +183,7 @@ def _advance(st: _State, c: Generation, s: dict, wait: list[int], end_id: int, t
             st.ids, st.forced = combined[:budget], True
         elif thinking < s["min_thinking_tokens"] and st.waits < s["max_waits"]:
             st.ids, st.waits = combined[:thinking] + wait, st.waits + 1
-            if len(st.ids) >= budget:
+            if len(st.ids) >= min(budget, max_new_tokens):  # no room left to think on: force now
                 st.ids, st.forced = st.ids[:budget], True
         else:
             st.done = Generation(tok.decode(combined, skip_special_tokens=True), len(combined), c.finished, combined)

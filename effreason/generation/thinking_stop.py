@@ -9,7 +9,8 @@ larger ``alpha`` always raises ``p(</think>)``. Dividing the logit by a temperat
 negative logit divided by ``T < 1`` *falls*. Under greedy decoding the thinking length is monotone in
 ``alpha`` for every prompt: the sequence is the unscaled one up to the first step where
 ``logit(</think>) + alpha`` reaches the largest other logit, and that step can only come earlier as
-``alpha`` grows.
+``alpha`` grows. Both backends add ``alpha`` before the sampling temperature, so when sampling at
+temperature ``T`` the odds are multiplied by ``e^(alpha / T)``.
 
 *Thinking* means: the last of ``<think>`` / ``</think>`` in prompt + output so far is ``<think>``, which
 covers models that open their thinking themselves (Qwen3, the lab) and templates that open it in the
