@@ -269,26 +269,26 @@ def _first_thinking_end(row: dict, tokenizer) -> int | None:
 
 def _replay_row(method: str, setting: int, samples: list[list[dict]], ends: list[list[int | None]], k: int,
                 m: int | None, n: int, run: str) -> dict:
+    """One replayed point: the first ``k`` samples of each problem as ``method`` would have left them (the
+    rows a real run writes), scored by ``report.parallel_figures`` like any k-sample run."""
+    from effreason.evaluation.report import parallel_figures
     from effreason.generation.parallel import counted_samples, stop_length
 
-    hits, latency, compute = [], [], []
-    for rows, row_ends in zip(samples, ends, strict=True):
-        rows, row_ends = rows[:k], row_ends[:k]
-        counted = counted_samples(row_ends, m) if m else []
+    rows = []
+    for problem_rows, row_ends in zip(samples, ends, strict=True):
+        problem_rows, row_ends = problem_rows[:k], row_ends[:k]
+        counted = set(counted_samples(row_ends, m)) if m else set()
         limit = stop_length(row_ends, m) if m else None
-        if counted:
-            voters = sorted((rows[i] for i in counted), key=lambda r: (row_ends[r["sample"]], r["sample"]))
-            spent = [r["tokens"] if i in counted or (r["tokens"] <= limit and not r["truncated"]) else
-                     min(r["tokens"], limit) for i, r in enumerate(rows)]
-        else:
-            voters, spent = rows, [r["tokens"] for r in rows]
-        winner = metrics.majority_vote([r["extracted"] for r in voters])
-        hits.append(winner is not None and any(r["correct"] for r in voters if r["extracted"] == winner))
-        latency.append(max(r["tokens"] for r in voters))
-        compute.append(sum(spent))
-    return {"method": method, "setting": setting, "n": n, "run": run, "accuracy": metrics.accuracy(hits),
-            "tokens_mean": sum(compute) / n, "latency_tokens_mean": sum(latency) / n,
-            "compute_tokens_mean": sum(compute) / n, "k": k, "m": m}
+        for i, r in enumerate(problem_rows):
+            if m:  # stopped at T unless counted (or it had ended by itself by then)
+                stopped = bool(counted) and i not in counted and (r["truncated"] or r["tokens"] > limit)
+                r = {**r, "tokens": min(r["tokens"], limit) if stopped else r["tokens"],
+                     "method_info": {method: {"k": k, "m": m, "counted": i in counted, "thinking_end": row_ends[i]}}}
+            rows.append(r)
+    par = parallel_figures(rows)
+    return {"method": method, "setting": setting, "n": n, "run": run, "accuracy": par["accuracy"],
+            "tokens_mean": par["compute_tokens_mean"], "latency_tokens_mean": par["latency_tokens_mean"],
+            "compute_tokens_mean": par["compute_tokens_mean"], "k": k, "m": m}
 
 
 def check_entries(args: argparse.Namespace) -> dict[str, dict | None]:

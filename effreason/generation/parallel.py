@@ -77,14 +77,13 @@ def select(gens: Sequence[Generation], m: int, end_id: int, tokenizer: Any) -> l
     out = []
     for i, g in enumerate(gens):
         stopped = bool(counted) and i not in counted and not (g.finished and g.num_tokens <= stop)
-        if stopped and g.num_tokens > stop:
+        if stopped:  # cut to its first T tokens (a backend's stopped sample already is)
             ids = list(g.token_ids[:stop])
-            g = Generation(text=tokenizer.decode(ids, skip_special_tokens=True), num_tokens=len(ids),
-                           finished=False, token_ids=ids)
+            text = g.text if len(ids) == g.num_tokens else tokenizer.decode(ids, skip_special_tokens=True)
+            g = Generation(text=text, num_tokens=len(ids), finished=False, token_ids=ids)
         end = ends[i] if ends[i] is not None and (not stopped or ends[i] <= stop) else None
-        out.append((g if not stopped else Generation(g.text, g.num_tokens, False, g.token_ids),
-                    {"k": len(gens), "m": m, "counted": i in counted, "thinking_end": end,
-                     "stopped_at": stop if stopped else None}))
+        out.append((g, {"k": len(gens), "m": m, "counted": i in counted, "thinking_end": end,
+                        "stopped_at": stop if stopped else None}))
     return out
 
 
