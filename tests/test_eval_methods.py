@@ -114,8 +114,8 @@ def test_method_names_and_settings_are_checked_with_a_suggestion(ban_method, tmp
         config(budget_forcng={"budgets": [16]})
     with pytest.raises(ValueError, match="method 'ban' has no setting 'token'; did you mean 'token_id'"):
         config(ban={"token": 3})
-    with pytest.raises(ValueError, match="unknown generation method 'zzz' \\(known: ban, budget_forcing, first_finish, "
-                                         "s1, short_m_at_k, thinking_stop\\)"):
+    with pytest.raises(ValueError, match="unknown generation method 'zzz' \\(known: ban, budget_forcing, early_exit, "
+                                         "first_finish, s1, short_m_at_k, thinking_stop\\)"):
         config(zzz={})
     assert config(ban={"token_id": 3}).methods == {"ban": {"token_id": 3}}
 

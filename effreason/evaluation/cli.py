@@ -122,6 +122,10 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aes-weights", type=_weights, default=(1.0, 3.0, 5.0), help="AES a,b,c (default 1,3,5)")
 
 
+#: ``effreason eval <name>`` -> module with ``HELP``, ``add_arguments(parser)`` (which sets ``func``) and a docstring.
+EVAL_SUBCOMMANDS = {"exit-bench": "effreason.early_exit.bench"}
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``effreason eval`` and ``effreason eval compare``."""
     from effreason.generation.methods import available_methods
@@ -133,7 +137,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for method in available_methods().values():
         method.add_arguments(methods)
     p.set_defaults(func=run)
-    sub = p.add_subparsers(dest="eval_command", metavar="{compare,leaderboard}", title="sub-commands")
+    sub = p.add_subparsers(dest="eval_command", metavar="{compare,leaderboard,exit-bench}", title="sub-commands")
     c = sub.add_parser("compare", help="table and plot of several runs",
                        description="Compare eval runs: a table, and accuracy vs tokens with the Pareto frontier.")
     add_compare_arguments(c)
@@ -143,6 +147,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lb = sub.add_parser("leaderboard", help="every test-time method over its knob, and trained models, on one chart",
                         description=leaderboard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     leaderboard.add_arguments(lb)
+    for name, where in EVAL_SUBCOMMANDS.items():  # tools of other packages, found by name (no import arrow up)
+        module = importlib.import_module(where)
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:

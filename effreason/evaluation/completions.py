@@ -34,8 +34,15 @@ def read_completions(cfg: EvalConfig) -> list[dict]:
         finished = row.get("finished")
         if finished is not None and not isinstance(finished, bool):
             raise DataError(path, lineno, f"expected true/false, got {finished!r}", field="finished")
-        rows.append({"id": str(row.get(id_field, len(rows))), "prompt": row.get(prompt_field),
-                     "completion": completion, "answer": str(gold), "finished": finished})
+        item = {"id": str(row.get(id_field, len(rows))), "prompt": row.get(prompt_field),
+                "completion": completion, "answer": str(gold), "finished": finished}
+        for key in ("prompt_ids", "completion_ids"):  # token ids, where the generator kept them (replayed exits)
+            ids = row.get(key)
+            if ids is not None:
+                if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                    raise DataError(path, lineno, "expected a list of token ids", field=key)
+                item[key] = ids
+        rows.append(item)
         if cfg.limit is not None and len(rows) >= cfg.limit:
             break
     ids = [r["id"] for r in rows]
@@ -56,12 +63,22 @@ def grade_completions(cfg: EvalConfig) -> dict:
     out_dir = Path(cfg.output)
     refuse_input_as_output({"--completions": cfg.completions}, store.output_files(out_dir))
     inputs = read_completions(cfg)
+    replay = "early_exit" in cfg.methods  # decide where each finished completion would have exited, grade that
+    if replay:
+        from effreason.early_exit.method import METHOD
+
+        cfg.methods = {"early_exit": METHOD.resolve_settings(cfg.methods["early_exit"])}
     with store.lock(out_dir):
         store.claim(out_dir, cfg.fingerprint(), cfg.to_dict(), overwrite=cfg.overwrite)
-        return _grade(cfg, inputs, out_dir, start)
+        timing = None
+        if replay:
+            from effreason.early_exit.replay import replay_completions
+
+            timing = replay_completions(cfg, inputs)
+        return _grade(cfg, inputs, out_dir, start, timing)
 
 
-def _grade(cfg: EvalConfig, inputs: list[dict], out_dir: Path, start: float) -> dict:
+def _grade(cfg: EvalConfig, inputs: list[dict], out_dir: Path, start: float, replay_timing: dict | None = None) -> dict:
     from effreason.evaluation.runner import finish
     from effreason.grading import Grader
 
@@ -86,7 +103,9 @@ def _grade(cfg: EvalConfig, inputs: list[dict], out_dir: Path, start: float) -> 
             truncated = split_thinking(text).answer is None
         row = {"id": r["id"], "sample": 0, "budget": None, "prompt": r["prompt"], "completion": r["completion"],
                "answer": r["answer"], "extracted": g.extracted, "correct": bool(g.correct), "reason": g.reason,
-               "truncated": truncated, "forced": False}
+               "truncated": truncated, "forced": bool(r.get("forced", False))}
+        if r.get("method_info"):
+            row["method_info"] = r["method_info"]
         if tokenizer is not None:
             thinking, answer = split_text_token_counts(r["completion"], tokenizer, opened=text != r["completion"])
             row.update(tokens=thinking + answer, thinking_tokens=thinking, answer_tokens=answer)
@@ -94,8 +113,8 @@ def _grade(cfg: EvalConfig, inputs: list[dict], out_dir: Path, start: float) -> 
     write_jsonl(out_dir / store.SAMPLES_FILE, rows)
     results = report.summarize(rows, has_tokens=tokenizer is not None)
     results["token_stats_available"] = tokenizer is not None
-    meta = {"model": None, "tokenizer": cfg.tokenizer, "backend": None, "benchmark": cfg.completions,
+    meta = {"model": cfg.model, "tokenizer": cfg.tokenizer, "backend": None, "benchmark": cfg.completions,
             "resumed_rows": 0}
     timing = {"model_load_s": 0.0, "generation_s": 0.0, "grading_s": grading_s, "generated_tokens": 0, "problems": 0,
-              "graded_per_s": len(rows) / grading_s if grading_s else None}
+              "graded_per_s": len(rows) / grading_s if grading_s else None, **(replay_timing or {})}
     return finish(out_dir, results, meta, cfg, start, timing)

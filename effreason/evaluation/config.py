@@ -74,9 +74,13 @@ class EvalConfig:
         if self.completions is None and not self.model:
             raise ValueError("--model is required to generate (a hub id, a local path, or `lab`); "
                              "to grade existing generations use --completions FILE.jsonl")
-        if self.completions is not None and (self.model or self.budgets):
+        replay = self.completions is not None and "early_exit" in (self.methods or {})
+        if self.completions is not None and ((self.model and not replay) or self.budgets):
             raise ValueError("--completions grades finished text: drop --model/--budgets "
-                             "(use --tokenizer for token counts)")
+                             "(use --tokenizer for token counts; --model goes with --exit-probe, to replay an exit)")
+        if self.completions is not None and self.methods and set(self.methods) != {"early_exit"}:
+            raise ValueError(f"--completions grades finished text: only --exit-probe replays on it, not "
+                             f"{', '.join(sorted(set(self.methods) - {'early_exit'}))}")
         if self.backend not in DEFAULT_BATCH_SIZE:
             raise ValueError(f"--backend must be one of {sorted(DEFAULT_BATCH_SIZE)}, got {self.backend!r}")
         if self.grading not in (None, "math", "exact"):

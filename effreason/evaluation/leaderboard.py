@@ -19,6 +19,8 @@ leaderboard resumes and a finished point is read back, never regenerated):
   which seeds sample j of a prompt ``seed + j``, that is exactly the draw of a k'-sample run; HF draws a
   prompt's samples from one generator for the whole batch, so there a k'-sample run is another draw of
   the same distribution (the k-sample points match a real run exactly on both backends).
+- ``early_exit`` (with ``--exit-probe DIR``): online exit at cues by a calibrated probe
+  (``effreason.early_exit``), knob = delta; on vLLM its features come from an HF copy of the model.
 - ``--entry NAME=PATH``: a trained model or artifact: an eval run folder (its ``results.json`` is
   read; it must be on the same benchmark and problems) or a model folder / hub id (evaluated greedy).
 
@@ -103,6 +105,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default 0.7)")
     p.add_argument("--parallel", choices=["replay", "real"], default="replay",
                    help="short-m@k / first-finish points replayed on the majority@k samples (default) or run for real")
+    p.add_argument("--exit-probe", metavar="DIR", help="add early exit with this probe (recipes/early_exit.py, built "
+                   "on --model), knob = delta")
+    p.add_argument("--exit-deltas", type=_floats, help="early-exit deltas (default: every delta the probe was "
+                   "calibrated for)")
     p.add_argument("--entry", type=_entry, action="append", default=[], metavar="NAME=PATH",
                    help="add a trained model or an eval run folder (repeat)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -116,6 +122,14 @@ def plan(args: argparse.Namespace, max_new_tokens: int) -> list[tuple[str, objec
     points: list[tuple[str, object, dict]] = [("base", None, {})]
     points += [("s1", b, {"methods": {"s1": {"thinking_budget": b}}}) for b in budgets if b <= max_new_tokens]
     points += [("thinking_stop", a, {"methods": {"thinking_stop": {"alpha": a}}}) for a in args.alphas or LAB_ALPHAS]
+    if getattr(args, "exit_probe", None):
+        deltas = args.exit_deltas
+        if not deltas:
+            from effreason.generation.methods import available_methods
+
+            deltas = available_methods()["early_exit"].calibrated_deltas(args.exit_probe)
+        points += [("early_exit", d, {"methods": {"early_exit": {"probe": args.exit_probe, "delta": d}}})
+                   for d in deltas]
     sampled = {"samples": args.k, "temperature": args.temperature}
     points.append(("majority", args.k, sampled))
     if args.parallel == "real":

@@ -160,6 +160,13 @@ def _resolve(cfg: EvalConfig, spec_grading: str, spec_fallback: bool, spec_answe
         cfg.answer_prefix = spec_answer_prefix
     if "s1" in cfg.methods and cfg.methods["s1"].get("answer_prefix") is None:
         cfg.methods = {**cfg.methods, "s1": {**cfg.methods["s1"], "answer_prefix": cfg.answer_prefix or spec_answer_prefix}}
+    from effreason.generation.methods import available_methods
+
+    available = available_methods()
+    for name in list(cfg.methods):  # a method may pin what its settings point to (the early-exit probe's hash)
+        resolve = getattr(available[name], "resolve_settings", None)
+        if resolve is not None:
+            cfg.methods = {**cfg.methods, name: resolve(cfg.methods[name])}
 
 
 def run_eval(cfg: EvalConfig, backend: Backend | Callable[[], Backend] | None = None) -> dict:
@@ -231,8 +238,16 @@ def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, 
 
 def _answer_room(cfg: EvalConfig) -> int:
     """Tokens a forced answer may add after a cut completion (budget forcing's or s1's)."""
+    from effreason.generation.methods import available_methods
+
     s1 = cfg.methods.get("s1") or {}
-    return max(cfg.budget_answer_tokens, s1.get("answer_tokens") or 0)  # the 16 tokens of margin hold the lead-in
+    room = max(cfg.budget_answer_tokens, s1.get("answer_tokens") or 0)  # the 16 tokens of margin hold the lead-in
+    available = available_methods()
+    for name, settings in cfg.methods.items():
+        answer_room = getattr(available[name], "answer_room", None)
+        if answer_room is not None:
+            room = max(room, answer_room(settings))
+    return room
 
 
 def _run_chunks(runner: ChunkRunner, todo: list[list[Problem]], writer: store.SampleWriter, timing: dict,

@@ -69,8 +69,11 @@ class HFBackend:
                               Capability.HIDDEN_STATES, Capability.STOP_SAMPLES})
 
     def __init__(self, model: Any, tokenizer: Any, sampling: Sampling, *, batch_size: int = 64,
-                 methods: dict[str, dict] | None = None):
+                 methods: dict[str, dict] | None = None, model_path: str | None = None, adapter: str | None = None):
+        """``model_path`` / ``adapter``: where the weights came from (methods that check what they were built
+        on read them)."""
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model_path, self.adapter = model_path, adapter
         self.configure(methods or {}, sampling)
 
     def configure(self, methods: dict[str, dict], sampling: Sampling) -> None:
@@ -137,7 +140,8 @@ class VLLMBackend:
         from effreason.generation import vllm as vllm_gen
 
         self._gen = vllm_gen
-        self.tokenizer = tokenizer
+        self.tokenizer, self.model_path, self.adapter, self.dtype = tokenizer, model_path, adapter, dtype
+        self._feature_model = None
         wanted = list(vllm_logits(methods or {}, tokenizer).processors)
         self.processors = tuple(wanted + [p for p in processors if p not in wanted])
         if self.processors:
@@ -182,6 +186,15 @@ class VLLMBackend:
             seeds=None if self.sampling.greedy else seeds, lora=self.lora, extra_args=self.extra_args,
         )
 
+    def feature_model(self) -> Any:
+        """An HF copy of the engine's model (and adapter) in this process, loaded once: hidden states for
+        methods that read them (vLLM's engine returns none), e.g. the early-exit probe's features."""
+        if self._feature_model is None:
+            from effreason.models import load_model_and_tokenizer
+
+            self._feature_model, _ = load_model_and_tokenizer(self.model_path, adapter=self.adapter, dtype=self.dtype)
+        return self._feature_model
+
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
@@ -211,7 +224,8 @@ def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | N
     check_backend(methods or {}, name)
     if name == "hf":
         model_obj, tokenizer = load_model_and_tokenizer(model, adapter=adapter, dtype=dtype, device=device)
-        return HFBackend(model_obj, tokenizer, sampling, batch_size=batch_size, methods=methods)
+        return HFBackend(model_obj, tokenizer, sampling, batch_size=batch_size, methods=methods,
+                         model_path=resolve_model_path(model), adapter=adapter)
     if name == "vllm":
         if device not in (None, "cuda", "cpu"):
             logger.warning("--device %s is ignored by the vllm backend (it picks its own device)", device)

@@ -75,6 +75,7 @@ METHOD_MODULES: dict[str, str] = {
     "thinking_stop": "effreason.generation.thinking_stop",
     "short_m_at_k": "effreason.generation.parallel",
     "first_finish": "effreason.generation.parallel:FIRST_FINISH_METHOD",
+    "early_exit": "effreason.early_exit.method",
 }
 
 _REGISTERED: dict[str, GenerationMethod] = {}

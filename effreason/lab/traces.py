@@ -17,6 +17,10 @@ mix both kinds, redundant re-verification and checks that fix a mistake; telling
 PIR trace pruning is for (removing a catching check leaves a trace whose last value is not the
 answer, so the gold answer's perplexity jumps).
 
+The ``REVERIFY`` style is the overthinking early-exit probes cut (arXiv 2512.05325): a few step checks,
+then three cued re-verifications of the whole chain once the answer is known; the lab default of
+``recipes/early_exit.py`` warms the overthinker up on it.
+
 Verbosity is drawn once per trace (concise or verbose), so both modes coexist in the data and a
 model trained on it carries a "how verbose am I being" signal in its hidden states (what steering
 vectors and early-exit probes need). Every segment is labelled, and the oracle-minimal trace (the
@@ -48,6 +52,9 @@ class TraceStyle:
         slip: probability that a wrap-around subtraction is written unwrapped (``slip_value``) and
             the wrong value carried on; a trace whose answer slipped always ends with a final check
             that recomputes the chain and corrects it.
+        reverify: re-verifications of the whole chain after the last step, each opened by a cue
+            ("wait , let me double check from the start :", "hmm , recompute from the start :" or
+            "alternatively , compute again :"): the model goes on thinking after it has the answer.
     """
 
     check: float
@@ -55,6 +62,7 @@ class TraceStyle:
     final_check: float
     recompute_share: float = 0.2
     slip: float = 0.0
+    reverify: int = 0
 
 
 CONCISE = TraceStyle(check=0.04, error=0.01, final_check=0.05)
@@ -66,7 +74,14 @@ VERBOSE = TraceStyle(check=0.95, error=0.06, final_check=0.9)
 # one) and catches the slip in its final check; clean traces re-check at the end as often as VERBOSE.
 SLIPPY = TraceStyle(check=0.95, error=0.06, final_check=0.9, slip=1.0)
 SLIPPY_TERSE = TraceStyle(check=0.0, error=0.06, final_check=0.9, slip=1.0)  # slips, no step checks
-STYLES = {"verbose": VERBOSE, "concise": CONCISE, "slippy": SLIPPY, "slippy_terse": SLIPPY_TERSE}
+# The re-verifier: some step checks (cued like the verbose writer's), then three cued re-verifications of the
+# whole chain once the answer is known, the overthinking early-exit probes cut (arXiv 2512.05325).
+REVERIFY = TraceStyle(check=0.3, error=0.0, final_check=0.0, recompute_share=0.3, reverify=3)
+STYLES = {"verbose": VERBOSE, "concise": CONCISE, "slippy": SLIPPY, "slippy_terse": SLIPPY_TERSE,
+          "reverify": REVERIFY}
+#: The re-verifier's cues, with the chance of each.
+REVERIFY_CUES = (("wait , let me double check from the start :", 0.5), ("hmm , recompute from the start :", 0.25),
+                 ("alternatively , compute again :", 0.25))
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,9 @@ def write_trace(problem: Problem, style: TraceStyle, rng: random.Random) -> Trac
     if caught or rng.random() < style.final_check:
         cue = "let me double check from the start :" if rng.random() < 0.7 else "alternatively , compute again :"
         segments.append(("final_check", f"{cue} {_chain(problem)} . {'that is wrong' if caught else 'yes'} ;"))
+    for _ in range(style.reverify):  # drawn only by styles that re-verify: the others' traces are unchanged
+        cue = rng.choices([c for c, _ in REVERIFY_CUES], [w for _, w in REVERIFY_CUES])[0]
+        segments.append(("final_check", f"{cue} {_chain(problem)} . yes ;"))
     return Trace(tuple(segments), problem.answer)
 
 

@@ -179,6 +179,16 @@ def slippy_start_model(model_path: str, out_dir: str | Path, *, steps: int, lear
     (module docstring); the checks go to ``warmup_gate.json`` in ``out_dir``. ``threads``: torch
     threads while training (default: ``training_threads()``).
     """
+    return style_start_model(model_path, out_dir, styles=SLIPPY_WARMUP_STYLES, check=slippy_check, steps=steps,
+                             learning_rate=learning_rate, seed=seed, time_limit_s=time_limit_s, threads=threads,
+                             name="slippy warm-up")
+
+
+def style_start_model(model_path: str, out_dir: str | Path, *, styles: Mapping[str, float],
+                      check: Callable[..., dict], steps: int, learning_rate: float = 1e-3, seed: int = 0,
+                      time_limit_s: float = 540.0, threads: int | None = None, name: str = "warm-up") -> str:
+    """The lab model of ``model_path`` warmed up on traces of ``styles``, gated by ``check(model, tokenizer)``,
+    saved in ``out_dir`` (reused when already there); returns ``out_dir``. See ``slippy_start_model``."""
     from effreason.models import load_model_and_tokenizer
 
     out_dir = Path(out_dir)
@@ -186,16 +196,44 @@ def slippy_start_model(model_path: str, out_dir: str | Path, *, steps: int, lear
         return str(out_dir)
     deadline = time.perf_counter() + time_limit_s
     model, tokenizer = load_model_and_tokenizer(model_path, device="cpu", dtype="float32")
-    examples = style_examples(tokenizer, SLIPPY_WARMUP_STYLES, steps * 32, seed)
+    examples = style_examples(tokenizer, styles, steps * 32, seed)
     with training_threads(threads or 4, exactly=threads is not None):
         seconds = sft_steps(model, tokenizer, examples, steps=steps, learning_rate=learning_rate, seed=seed,
-                            cosine=True, warmup_steps=min(50, steps), name="slippy warm-up")
-        checks = [] if steps < GATE_MIN_STEPS else gated_warmup(model, tokenizer, lambda: slippy_check(model, tokenizer),
-                     lambda r: style_examples(tokenizer, SLIPPY_WARMUP_STYLES, GATE_EVERY * 32, seed + 7919 * r),
-                     learning_rate=learning_rate / 10, deadline=deadline, seed=seed, name="slippy warm-up")
-    logger.info("slippy warm-up: %d steps in %.0fs -> %s", steps, seconds, out_dir)
+                            cosine=True, warmup_steps=min(50, steps), name=name)
+        checks = [] if steps < GATE_MIN_STEPS else gated_warmup(model, tokenizer, lambda: check(model, tokenizer),
+                     lambda r: style_examples(tokenizer, styles, GATE_EVERY * 32, seed + 7919 * r),
+                     learning_rate=learning_rate / 10, deadline=deadline, seed=seed, name=name)
+    logger.info("%s: %d steps in %.0fs -> %s", name, steps, seconds, out_dir)
     with atomic_directory(out_dir) as tmp:  # never leave a half-written model to be reused
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "warmup_gate.json", {"steps": steps, "seconds": seconds, "checks": checks})
     return str(out_dir)
+
+
+def reverify_check(model, tokenizer, *, min_accuracy: float = 0.97, min_reverifications: float = 2.0,
+                   limit: int | None = None) -> dict:
+    """What the early-exit recipe needs of its re-verifying start model, on dev problems: accurate, and
+    re-verifying after it has the answer (at least ``min_reverifications`` whole-chain re-checks per
+    completion on average), so there is overthinking for a probe to cut."""
+    gens = dev_generations(model, tokenizer, limit=limit)
+    accuracy = sum(correct for _, correct, _ in gens) / len(gens)
+    marks = ("from the start :", "compute again :")
+    reverifications = sum(sum(text.count(m) for m in marks) for text, _, _ in gens) / len(gens)
+    return {"accuracy": accuracy, "reverifications": reverifications,
+            "tokens_mean": sum(n for *_, n in gens) / len(gens),
+            "passed": accuracy >= min_accuracy and reverifications >= min_reverifications}
+
+
+#: Traces of the re-verifying warm-up (the early-exit recipe's lab start model).
+REVERIFY_WARMUP_STYLES = {"reverify": 1.0}
+
+
+def reverify_start_model(model_path: str, out_dir: str | Path, *, steps: int, learning_rate: float = 1e-3,
+                         seed: int = 0, time_limit_s: float = 540.0, threads: int | None = None) -> str:
+    """The lab model warmed up on re-verifying traces (``effreason.lab.traces.REVERIFY``: a few step checks,
+    then three cued re-verifications of the whole chain once the answer is known), gated by
+    ``reverify_check``; see ``style_start_model``."""
+    return style_start_model(model_path, out_dir, styles=REVERIFY_WARMUP_STYLES, check=reverify_check, steps=steps,
+                             learning_rate=learning_rate, seed=seed, time_limit_s=time_limit_s, threads=threads,
+                             name="re-verifying warm-up")
