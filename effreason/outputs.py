@@ -79,9 +79,19 @@ def _jsonable(value: object) -> object:
 
 
 def differences(saved: Mapping, now: Mapping) -> dict[str, tuple[object, object]]:
-    """``{key: (saved, now)}`` for every key whose values differ (``now`` compared as it reads back from JSON)."""
+    """``{key: (saved, now)}`` for every key whose values differ (``now`` compared as it reads back from JSON);
+    where both values are mappings, their differing keys are listed instead (``methods.early_exit.delta``)."""
     now = _jsonable(now)
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
+    out = {}
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.update({f"{k}.{sub}": change for sub, change in differences(a, b).items()})
+        else:
+            out[k] = (a, b)
+    return out
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ Every stage's output is written atomically and reused when present, so a killed 
 ``early_exit_config.json`` refuses to mix work made with other settings.
 
     accelerate launch recipes/early_exit.py                                  # the lab default (CPU)
-    python recipes/early_exit.py --output_dir runs/ee --deltas 0.05,0.1 --eval_deltas 0.05
+    python recipes/early_exit.py --output_dir runs/ee --deltas 0.05 0.1 --eval_deltas 0.05
     accelerate launch recipes/early_exit.py --config recipes/configs/qwen1.5b/early_exit.yaml
-    effreason eval --model lab --benchmark lab --exit-probe runs/early-exit-lab/probe --delta 0.05 --output OUT
+    effreason eval --model runs/early-exit-lab/start_model --benchmark lab --exit-probe runs/early-exit-lab/probe \
+        --delta 0.05 --output OUT   # the model the probe was built on (the lab default warms the overthinker up)
 """
 
 import logging
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, validation_fraction=args.validation_fraction, learning_rate=args.probe_learning_rate,
             max_epochs=args.probe_epochs, patience=args.probe_patience)
         probe = ExitProbe(mlp, mean, scale, layers, list(args.cues), exit_string, args.answer_tokens, [],
-                          model={"name": model_name, "path": model_path,
+                          model={"name": model_name, "path": str(Path(model_path).resolve()),
                                  "weights": model_fingerprint(model_path), "adapter": None,
                                  "tokenizer": tokenizer_fingerprint(tokenizer),
                                  "num_layers": depth, "hidden_size": feats.shape[1] // len(layers)},

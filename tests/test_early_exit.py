@@ -214,7 +214,7 @@ def test_a_probe_built_for_another_model_is_refused(lab_model, untrained_lab_dir
         probe.check_model(path, bpe_tokenizer, 3, 128)
     with pytest.raises(ProbeError, match="num_layers 3 != 28"):
         probe.check_model(path, tok, 28, 128)
-    with pytest.raises(ProbeError, match="reads layer 3, the model has 2"):
+    with pytest.raises(ProbeError, match=r"reads layer 3 \(probe.json layers \[1, 2, 3\]\), and the model has 2 layers"):
         probe.check_model(path, tok, 2, 128)
     with pytest.raises(ProbeError, match="with adapter None, and the model now has adapter"):
         probe.check_model(path, tok, 3, 128, adapter=str(untrained_lab_dir))
@@ -280,7 +280,7 @@ def _eval(*args):
     return main(["eval", *args] if args[0] == "exit-bench" else ["eval", *args, "--no-progress"])
 
 
-def test_eval_cli_online_exit_and_replay(lab_model, tmp_path):
+def test_eval_cli_online_exit_and_replay(lab_model, tmp_path, capsys):
     from effreason.jsonl import read_jsonl
 
     model, tok, path = lab_model
@@ -294,6 +294,8 @@ def test_eval_cli_online_exit_and_replay(lab_model, tmp_path):
     results = json.loads((tmp_path / "exit" / "results.json").read_text())
     assert results["tokens_mean"] < json.loads((tmp_path / "plain" / "results.json").read_text())["tokens_mean"]
     assert results["config"]["methods"]["early_exit"]["probe_sha256"]  # a changed probe is a changed run
+    assert results["early_exit"]["exit_rate"] == 1.0 and results["early_exit"]["discarded_tokens_mean"] >= 1
+    assert "Early exit (delta 0.05)" in (tmp_path / "exit" / "summary.md").read_text()
 
     # replay on the plain completions (text only: tokenised once, whole) gives the online cut and answer
     assert _eval("--completions", tmp_path / "plain" / "samples.jsonl", "--exit-probe", tmp_path / "probe",
@@ -303,6 +305,12 @@ def test_eval_cli_online_exit_and_replay(lab_model, tmp_path):
         assert replay[r["id"]]["completion"] == r["completion"]
         assert replay[r["id"]]["method_info"]["early_exit"]["exit_token"] == r["method_info"]["early_exit"]["exit_token"]
     assert {r["id"] for r in plain} == set(replay)
+    replayed = json.loads((tmp_path / "replay" / "results.json").read_text())
+    assert replayed["early_exit"]["exit_rate"] == 1.0 and replayed["model"] == path
+    # a resume with another delta names the setting that changed
+    assert _eval("--model", "lab", "--benchmark", "lab", "--limit", 6, "--exit-probe", tmp_path / "probe",
+                 "--delta", 0.1, "--output", tmp_path / "exit") == 2
+    assert "methods.early_exit.delta: 0.05 -> 0.1" in capsys.readouterr().err
 
 
 def test_eval_cli_refuses_bad_probe_settings(lab_model, untrained_lab_dir, tmp_path, capsys):

@@ -8,8 +8,8 @@ step, cue scanning and MLP included; vLLM: the HF forward passes that give the f
 scanning and the MLP) as a share of the exit run's generation time. Timings from one run on a
 shared machine are noisy: compare ratios within a run, not across runs.
 
-    effreason eval exit-bench --model lab --benchmark lab --limit 500 --exit-probe runs/early-exit-lab/probe \\
-        --delta 0.05 --output runs/exit-bench.json
+    effreason eval exit-bench --model runs/early-exit-lab/start_model --limit 500 \\
+        --exit-probe runs/early-exit-lab/probe --delta 0.05 --output runs/exit-bench.json
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--data-dir", help="offline benchmark copies")
     p.add_argument("--limit", type=int, default=500, help="first N problems (default 500)")
-    p.add_argument("--exit-probe", required=True, metavar="DIR")
-    p.add_argument("--delta", type=float, required=True)
+    p.add_argument("--exit-probe", required=True, metavar="DIR", help="a probe folder from recipes/early_exit.py")
+    p.add_argument("--delta", type=float, required=True, help="one of the probe's calibrated deltas")
     p.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     p.add_argument("--batch-size", type=int, default=64, help="HF sequences per generate call (default 64)")
     p.add_argument("--max-new-tokens", type=int, help="completion cap (default: the benchmark's)")

@@ -8,17 +8,22 @@ evaluated model (weights and tokenizer fingerprints) and calibrated for the delt
 
 Each row records ``{"early_exit": {"delta", "exited", "exit_token", "cue", "p", "cues_seen", "discarded"}}``.
 
-    effreason eval --model lab --benchmark lab --exit-probe runs/early-exit-lab/probe --delta 0.05 --output OUT
+    effreason eval --model runs/early-exit-lab/start_model --benchmark lab --exit-probe runs/early-exit-lab/probe \
+        --delta 0.05 --output OUT
     recipe YAML:  eval_methods: {early_exit: {probe: runs/early-exit-lab/probe, delta: 0.05}}
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 from typing import Any
 
 from effreason.early_exit.online import NAME
 from effreason.generation.types import Capability
+
+logger = logging.getLogger(__name__)
 
 
 class EarlyExit:
@@ -60,7 +65,25 @@ class EarlyExit:
         answer = settings.get("answer_tokens")
         if answer is not None and (isinstance(answer, bool) or not isinstance(answer, int) or answer < 1):
             raise ValueError(f"early_exit answer_tokens must be an integer >= 1, got {answer!r}")
-        ExitProbe.load(settings["probe"]).threshold(float(settings["delta"]))
+        t = ExitProbe.load(settings["probe"]).threshold(float(settings["delta"]))
+        if math.isinf(t.q0):
+            logger.warning("early exit: at delta %g this probe never exits (only %d calibration events where exiting "
+                           "is wrong; it needs at least %d): the run is the model without exit", t.delta, t.n0,
+                           math.ceil(1 / t.delta) - 1)
+
+    def check_model_source(self, settings: dict, model: str, adapter: str | None, tokenizer: Any) -> None:
+        """Refuse, before any model loads, a probe built for another model than ``model`` (+ ``adapter``)."""
+        from transformers import AutoConfig
+
+        from effreason.early_exit.probe import ExitProbe
+        from effreason.models import resolve_model_path
+
+        path = resolve_model_path(model)
+        config = AutoConfig.from_pretrained(path)
+        config = getattr(config, "text_config", None) or config
+        ExitProbe.load(settings["probe"]).check_model(path, tokenizer, depth=getattr(config, "num_hidden_layers", None),
+                                                      hidden_size=getattr(config, "hidden_size", None),
+                                                      adapter=adapter)
 
     def calibrated_deltas(self, probe_dir: str) -> list[float]:
         """The deltas a probe folder holds thresholds for."""

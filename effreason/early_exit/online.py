@@ -177,14 +177,20 @@ def generate_exit_hf(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
                      top_p: float = 1.0, logits_processor: Sequence | None = None,
                      stopping_criteria: Sequence | None = None, answer_tokens: int | None = None,
                      timing: dict | None = None) -> list[ExitOutput]:
-    """One completion per prompt with online early exit (see the module docstring)."""
+    """One completion per prompt with online early exit (see the module docstring).
+
+    The probe's tokenizer and model shape are checked here; its weights fingerprint needs the model's
+    folder: call ``probe.check_model(model_path, tokenizer)`` once when you load the model.
+    """
     import time
 
-    from effreason.early_exit.features import capture
+    from effreason.early_exit.features import capture, num_layers
     from effreason.format import THINK_END
     from effreason.generation.hf import _eos_ids, generate_hf
     from effreason.generation.thinking import single_token_id
 
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    probe.check_model(None, tokenizer, num_layers(base), getattr(base.config, "hidden_size", None))  # shape, vocab
     end_id = single_token_id(tokenizer, THINK_END)
     matcher = CueMatcher(tokenizer, probe.cues, end_id)
     matcher.require_end_id()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +72,9 @@ def model_fingerprint(model_path: str) -> str | None:
 class ExitProbe:
     """A trained, calibrated exit probe (see the module docstring)."""
 
-    mlp: nn.Sequential
-    mean: torch.Tensor
-    scale: torch.Tensor
+    mlp: nn.Sequential = field(repr=False)
+    mean: torch.Tensor = field(repr=False)
+    scale: torch.Tensor = field(repr=False)
     layers: list[int]
     cues: list[str]
     exit_string: str
@@ -95,8 +96,8 @@ class ExitProbe:
             if math.isclose(t.delta, delta, rel_tol=0, abs_tol=1e-12):
                 return t
         grid = ", ".join(f"{t.delta:g}" for t in self.thresholds)
-        raise ProbeError(f"the probe has no calibration for delta {delta:g}; it was calibrated for {grid} "
-                         "(recalibrate with recipes/early_exit.py --deltas ...)")
+        raise ProbeError(f"the probe has no calibration for delta {delta:g}; it was calibrated for {grid} (for "
+                         "another delta run recipes/early_exit.py with it in --deltas, in a new output_dir)")
 
     @property
     def feature_dim(self) -> int:
@@ -110,9 +111,16 @@ class ExitProbe:
             ProbeError: naming what differs and what to do.
         """
         built = self.model
+        if model_path is not None and not isinstance(model_path, (str, os.PathLike)):
+            raise ProbeError(f"check_model takes the model's folder or hub id, not a {type(model_path).__name__} "
+                             "(pass None to check the tokenizer and shape only)")
+        if model_path is not None:
+            from effreason.models import resolve_model_path
+
+            model_path = resolve_model_path(model_path)  # `lab` -> the shipped checkpoint
         if depth is not None and max(self.layers) > depth:
-            raise ProbeError(f"this probe reads layer {max(self.layers)}, the model has {depth}: it was built for "
-                             f"model {built.get('name')!r}, not {model_path}")
+            raise ProbeError(f"this probe reads layer {max(self.layers)} ({META_FILE} layers {self.layers}), and the "
+                             f"model has {depth} layers: it is not a probe for this model")
         adapter_now = model_fingerprint(adapter) if adapter else None
         if built.get("adapter") != adapter_now:
             raise ProbeError(f"this probe was built for model {built.get('name')!r} with adapter "
@@ -134,15 +142,16 @@ class ExitProbe:
 
     def save(self, folder: str | Path) -> None:
         """Write ``probe.safetensors`` + ``probe.json`` into ``folder`` (an existing, empty or own folder)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        from effreason.jsonl import write_json
+        from effreason.jsonl import atomic_write, write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"mlp.{k}": v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()}
         tensors.update({"scaler.mean": self.mean.cpu().contiguous(), "scaler.scale": self.scale.cpu().contiguous()})
-        save_file(tensors, str(folder / WEIGHTS_FILE))
+        with atomic_write(folder / WEIGHTS_FILE, "wb") as f:
+            f.write(save(tensors))
         meta = {
             "format": FORMAT, "version": VERSION, "hidden": list(HIDDEN), "feature_dim": self.feature_dim,
             "layers": self.layers, "layer_convention": "output_hidden_states indices: 0 = embeddings, i = after "
@@ -166,6 +175,8 @@ class ExitProbe:
         from safetensors.torch import load_file
 
         folder = Path(folder)
+        if folder.is_file():
+            raise ProbeError(f"{folder} is a file; a probe is a folder holding {META_FILE} and {WEIGHTS_FILE}")
         meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
         for path in (meta_path, weights_path):
             if not path.is_file():
@@ -201,7 +212,9 @@ class ExitProbe:
             mlp.load_state_dict({k[len("mlp."):]: v for k, v in tensors.items() if k.startswith("mlp.")})
             mean, scale = tensors["scaler.mean"], tensors["scaler.scale"]
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise ProbeError(f"{weights_path}: does not hold this probe's tensors ({e})") from None
+            first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+            raise ProbeError(f"{weights_path}: its tensors do not fit {META_FILE} (feature_dim, hidden): {first[:160]}; "
+                             "the probe folder is damaged: rebuild it") from None
         mlp.eval()
         try:
             thresholds = [Thresholds.from_json(t) for t in meta["thresholds"]]

@@ -32,6 +32,13 @@ def replay_completions(cfg: Any, inputs: list[dict]) -> dict:
     source = cfg.model or probe.model.get("path") or probe.model.get("name")
     if not source:
         raise ValueError(f"{settings['probe']}: the probe does not say which model it was built on; give --model")
+    if not cfg.model:  # the probe's own record: say where it came from when it cannot be found
+        from effreason.models import check_model_source
+
+        try:
+            check_model_source(source, "the probe's model")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{e} (recorded in {settings['probe']}/probe.json); give the model with --model") from None
     model_path = resolve_model_path(source)
     model, tok = load_model_and_tokenizer(model_path, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device)
     _check(probe, model, model_path, tok, cfg.adapter)
@@ -65,5 +72,5 @@ def replay_completions(cfg: Any, inputs: list[dict]) -> dict:
     for i, a in zip(exited, answers, strict=True):
         ids = completions[i][: states[i].exit.token] + forced + a.token_ids
         inputs[i].update(completion=tok.decode(ids, skip_special_tokens=True), finished=a.finished, forced=True)
-    return {"model_load_s": load_s, "replay_probe_s": probe_s, "replay_answer_s": answer_s,
+    return {"model_path": model_path, "model_load_s": load_s, "replay_probe_s": probe_s, "replay_answer_s": answer_s,
             "replayed": len(inputs), "replay_exits": len(exited)}

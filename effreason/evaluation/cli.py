@@ -249,6 +249,11 @@ def format_results(r: dict) -> str:
                  f"{_f(r['thinking_tokens_mean'], '.1f')}, answer {_f(r['answer_tokens_mean'], '.1f')}")
     lines.append(f"truncation rate {_f(r['truncation_rate'])}; EFF {_f(r['eff'], '.5f')}; "
                  f"accuracy per 1k tokens {_f(r['accuracy_per_1k_tokens'])}")
+    if r.get("early_exit"):
+        ex = r["early_exit"]
+        lines.append(f"early exit (delta {ex['delta']}): exited {_f(ex['exit_rate'])}, exited and wrong "
+                     f"{_f(ex['exited_wrong_rate'])}; {_f(ex['discarded_tokens_mean'], '.1f')} tokens per completion "
+                     "generated past the cut (not in the token figures)")
     if r.get("budgets"):
         per = ", ".join(f"{b}: {_f(f['accuracy'])} ({_f(f['tokens_mean'], '.1f')} tok)" for b, f in r["budgets"].items())
         lines.append(f"budgets {per}; AUC {_f(r['budget_auc'])}")

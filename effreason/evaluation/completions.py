@@ -113,8 +113,13 @@ def _grade(cfg: EvalConfig, inputs: list[dict], out_dir: Path, start: float, rep
     write_jsonl(out_dir / store.SAMPLES_FILE, rows)
     results = report.summarize(rows, has_tokens=tokenizer is not None)
     results["token_stats_available"] = tokenizer is not None
-    meta = {"model": cfg.model, "tokenizer": cfg.tokenizer, "backend": None, "benchmark": cfg.completions,
-            "resumed_rows": 0}
+    exits = report.exit_figures(rows)
+    if exits is not None:
+        results["early_exit"] = exits
+    replay_timing = dict(replay_timing or {})
+    model = replay_timing.pop("model_path", cfg.model)
+    meta = {"model": model, "tokenizer": cfg.tokenizer, "backend": "hf (replay)" if "replayed" in replay_timing else None,
+            "benchmark": cfg.completions, "resumed_rows": 0}
     timing = {"model_load_s": 0.0, "generation_s": 0.0, "grading_s": grading_s, "generated_tokens": 0, "problems": 0,
-              "graded_per_s": len(rows) / grading_s if grading_s else None, **(replay_timing or {})}
+              "graded_per_s": len(rows) / grading_s if grading_s else None, **replay_timing}
     return finish(out_dir, results, meta, cfg, start, timing)

@@ -160,6 +160,19 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+def exit_figures(rows: list[dict]) -> dict | None:
+    """What early exit did over a run's rows (``method_info.early_exit``), or ``None`` without it: the share
+    of rows that exited, of rows that exited and are wrong, cues decided, tokens generated past the cuts."""
+    infos = [(r, r["method_info"]["early_exit"]) for r in rows if "early_exit" in (r.get("method_info") or {})]
+    if not infos:
+        return None
+    n = len(infos)
+    return {"delta": infos[0][1].get("delta"), "exit_rate": sum(i["exited"] for _, i in infos) / n,
+            "exited_wrong_rate": sum(i["exited"] and not r["correct"] for r, i in infos) / n,
+            "cues_seen_mean": sum(i["cues_seen"] for _, i in infos) / n,
+            "discarded_tokens_mean": sum(i["discarded"] for _, i in infos) / n}
+
+
 def summary_markdown(results: dict) -> str:
     """A short human-readable summary of results.json."""
     cfg = results.get("config", {})
@@ -180,6 +193,12 @@ def summary_markdown(results: dict) -> str:
         lines += ["", f"{par['method']} (k={par['k']}{m}): voted accuracy {_fmt(par['accuracy'])}, latency tokens "
                       f"{_fmt(par['latency_tokens_mean'], 1)}, compute tokens {_fmt(par['compute_tokens_mean'], 1)} "
                       "per problem."]
+    if results.get("early_exit"):
+        ex = results["early_exit"]
+        lines += ["", f"Early exit (delta {ex['delta']}): {_fmt(ex['exit_rate'])} of the completions exited, "
+                      f"{_fmt(ex['exited_wrong_rate'])} exited and are wrong; {_fmt(ex['cues_seen_mean'], 1)} cues "
+                      f"decided and {_fmt(ex['discarded_tokens_mean'], 1)} tokens generated past the cut per completion "
+                      "(not in the token figures above, which count the completion as kept)."]
     if results.get("budgets"):
         lines += ["", "| budget | accuracy | tokens_mean | forced_rate |", "|---|---|---|---|"]
         for b, f in results["budgets"].items():

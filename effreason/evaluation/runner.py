@@ -187,6 +187,13 @@ def run_eval(cfg: EvalConfig, backend: Backend | Callable[[], Backend] | None = 
     tokenizer = load_tokenizer(cfg.model)
     task = load_problems(cfg, tokenizer)
     _resolve(cfg, task.grading, task.last_number_fallback, task.answer_prefix)
+    from effreason.generation.methods import available_methods
+
+    available = available_methods()
+    for name, settings in cfg.methods.items():  # a method built for one model (an exit probe) checks it now
+        check = getattr(available[name], "check_model_source", None)
+        if check is not None:
+            check(settings, cfg.model, cfg.adapter, tokenizer)
     fingerprint = {**cfg.fingerprint(), "model_files": weights_fingerprint(resolve_model_path(cfg.model)),
                    "adapter_files": weights_fingerprint(cfg.adapter)}
     with store.lock(out_dir):
@@ -228,6 +235,9 @@ def _run_claimed(cfg: EvalConfig, task: Task, out_dir: Path, fingerprint: dict, 
                     backend.close()
     rows, _ = store.read_samples(out_dir / store.SAMPLES_FILE)
     results = report.summarize(rows, samples_per_problem=cfg.samples, budgets=cfg.budgets)
+    exits = report.exit_figures(rows)
+    if exits is not None:
+        results["early_exit"] = exits
     meta = {"model": cfg.model, "model_path": resolve_model_path(cfg.model), "model_files": fingerprint["model_files"],
             "adapter": cfg.adapter,
             "backend": cfg.backend, "benchmark": cfg.benchmark or cfg.data, "resumed_rows": resumed}

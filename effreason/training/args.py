@@ -245,7 +245,7 @@ def parse_config(types: Sequence[type], argv: Sequence[str], default_config: str
     argv = list(argv)
     if "--config" not in argv and default_config is not None:
         argv = ["--config", str(default_config), *argv]
-    parser = RecipeParser(list(types))
+    parser = RecipeParser(list(types), allow_abbrev=False)  # `--num_problem` is a typo, not `--num_problems`
     path = None
     if "--config" in argv:
         if argv.index("--config") + 1 == len(argv):
