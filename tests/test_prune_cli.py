@@ -270,7 +270,7 @@ def test_resume_with_other_settings_or_input_is_refused_and_overwrite_starts_ove
     first = out.read_bytes()
     for extra, message in [([*random, "--ratio", "0.9"], "ratio: 0.2 -> 0.9"),
                            ([*random, "--ratio", "0.2", "--seed", "1"], "seed: 0 -> 1"),
-                           ([*random, "--ratio", "0.2", "--segmenter", "paragraph"], "segmenter: {'type': 'LabSegm"),
+                           ([*random, "--ratio", "0.2", "--segmenter", "paragraph"], "segmenter.type: 'LabSegmenter' -> 'ParagraphSegmenter'"),
                            (["--method", "pir", "--scorer", "lab", "--ratio", "0.2"], "method: 'random' -> 'pir'")]:
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
