@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.format import THINK_END
     from effreason.generation.thinking import single_token_id
     from effreason.grading import Grader
-    from effreason.jsonl import atomic_directory, write_json
+    from effreason.jsonl import atomic_directory, write_json, write_jsonl
     from effreason.models import (
         check_model_source,
         load_model_and_tokenizer,
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 backend = _backend(args, model_path, problem_cfg, task, forced)
                 rows = data.sample_rollouts(backend, task.problems, samples=args.samples_per_problem,
                                             max_new_tokens=problem_cfg.max_new_tokens, seed=args.seed)
-            data.write_events(rollouts_path, rows)
+            write_jsonl(rollouts_path, rows)
             seconds["rollouts"] = time.perf_counter() - tic
         rows = data.read_rollouts(rollouts_path)
         if not stages.reuse(events_path, rollouts_path):
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             backend.configure({}, Sampling(0.0, 1.0, args.seed))  # labels: greedy answers
             data.label_events(backend, grader, rows, events, forced, exit_string, answer_tokens=args.answer_tokens)
             stages.record(events_path, rollouts_path)
-            data.write_events(events_path, events)
+            write_jsonl(events_path, events)
             seconds["labels"] = time.perf_counter() - tic
     finally:
         if backend is not None:
@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 4-6. probe, calibration, artifact
     labels = np.array([e["label"] for e in events])
     problems = [e["problem"] for e in events]
-    split = data.problem_splits([r["problem"] for r in rows], (args.train_fraction, 1 - args.train_fraction),
-                                args.seed)  # by problem, over every rollout (a problem without cues too)
-    train = np.array([split[q] == "train" for q in problems])
+    trained_on = data.train_problems([r["problem"] for r in rows], args.train_fraction,
+                                     args.seed)  # by problem, over every rollout (a problem without cues too)
+    train = np.array([q in trained_on for q in problems])
     held = ~train
     probe_dir = root / "probe"
     if not stages.reuse(probe_dir, events_path, features_path):
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p_held = probe.predict(feats[torch.from_numpy(held)])
     held_idx = np.flatnonzero(held)
-    held_traces = {t: r["problem"] for t, r in enumerate(rows) if split.get(r["problem"]) != "train"}
+    held_traces = {t: r["problem"] for t, r in enumerate(rows) if r["problem"] not in trained_on}
     bound = bound_check(p_held, labels[held], [problems[i] for i in held_idx], [events[i]["trace"] for i in held_idx],
                         held_traces, {t: len(rows[t]["completion_ids"]) for t in held_traces},
                         np.array([events[i]["tokens_if_exit"] for i in held_idx]), args.deltas,

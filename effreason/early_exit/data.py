@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from effreason.early_exit.cues import CueMatcher
-from effreason.jsonl import DataError, iter_jsonl, read_jsonl, require, write_jsonl
+from effreason.jsonl import DataError, iter_jsonl, read_jsonl, require
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,6 @@ def label_events(backend: Any, grader: Any, rows: Sequence[dict], events: list[d
         logger.info("labels: %d of %d events", min(start + chunk, len(events)), len(events))
 
 
-def write_events(path: Path, events: list[dict]) -> None:
-    write_jsonl(path, events)
-
-
 def read_events(path: Path) -> list[dict]:
     rows = read_jsonl(path)
     for lineno, row in enumerate(rows, 1):
@@ -172,17 +168,11 @@ def load_features(path: Path, n_events: int) -> torch.Tensor:
     return feats
 
 
-def problem_splits(problems: Sequence[str], fractions: tuple[float, float], seed: int) -> dict[str, str]:
-    """Problem id -> ``train`` / ``calibration`` / ``test``, a random split by problem (all events of a problem together)."""
+def train_problems(problems: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """A random ``fraction`` of the distinct problems (their events train the probe; the rest calibrate it)."""
     unique = sorted(set(problems))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(unique))
-    n_train = round(fractions[0] * len(unique))
-    n_cal = round(fractions[1] * len(unique))
-    out = {}
-    for rank, i in enumerate(order):
-        out[unique[i]] = "train" if rank < n_train else "calibration" if rank < n_train + n_cal else "test"
-    return out
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return {unique[i] for i in order[: round(fraction * len(unique))]}
 
 
 STAGES_FILE = "stages.json"

@@ -79,7 +79,7 @@ class RowState:
     seen: int = 0  # cue events decided
     generated: int = 0  # tokens generated when it stopped
 
-    def info(self, delta: float, kept_tokens: int | None = None) -> dict:
+    def info(self, delta: float) -> dict:
         return {"delta": delta, "exited": self.exit is not None,
                 "exit_token": None if self.exit is None else self.exit.token,
                 "cue": None if self.exit is None else self.exit.cue, "p": self.p, "cues_seen": self.seen,
@@ -392,8 +392,8 @@ def replay_exit(feature_model: Any, tokenizer: Any, prompt_ids: Sequence[Sequenc
             p = probe.predict(f)
             first = first_exits(p, decider.t)
             st.seen = len(evs) if first is None else first + 1
-            if first is not None:
-                st.exit, st.p = evs[first], float(p[first])
+            if first is not None:  # nothing is generated past the cut of a finished completion
+                st.exit, st.p, st.generated = evs[first], float(p[first]), evs[first].token
     return states
 
 

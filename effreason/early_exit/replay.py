@@ -66,9 +66,7 @@ def replay_completions(cfg: Any, inputs: list[dict]) -> dict:
                           batch_size=cfg.batch_size or 64) if exited else []
     answer_s = time.perf_counter() - tic
     for i, st in enumerate(states):
-        info = {**st.info(delta), "replay": True, "tokens_before": len(completions[i])}
-        info["discarded"] = 0
-        inputs[i]["method_info"] = {NAME: info}
+        inputs[i]["method_info"] = {NAME: {**st.info(delta), "replay": True, "tokens_before": len(completions[i])}}
     for i, a in zip(exited, answers, strict=True):
         ids = completions[i][: states[i].exit.token] + forced + a.token_ids
         inputs[i].update(completion=tok.decode(ids, skip_special_tokens=True), finished=a.finished, forced=True)
