@@ -159,6 +159,20 @@ def normalise_math500(row: dict, source: RowSource) -> dict:
             "solution": _text(row, "solution", source)}
 
 
+def normalise_math(row: dict, source: RowSource) -> dict:
+    """MATH (Hendrycks et al. 2021; the Hub copy lighteval uses): ``problem``, ``solution`` whose last ``\\boxed{}``
+    holds the answer (``answer`` when a copy has one). Its train split is where steering pairs and training
+    problems come from; its test split holds MATH-500's problems, so evaluate on ``math500``."""
+    from effreason.grading.extract import find_last_boxed
+
+    solution = _text(row, "solution", source)
+    answer = gold_text(row, "answer", source) if row.get("answer") is not None else find_last_boxed(solution)
+    if not answer:
+        raise DataError(source.path, source.line, "no \\boxed{} answer in the solution", field="solution")
+    return {"id": f"math/{source.split}/{source.index}", "problem": _text(row, "problem", source),
+            "answer": answer.strip(), "solution": solution}
+
+
 def normalise_aime24(row: dict, source: RowSource) -> dict:
     """AIME 2024 (``id``, ``problem``, ``solution``, ``answer``)."""
     solution = row.get("solution")
@@ -234,6 +248,7 @@ BENCHMARKS: BenchmarkRegistry = BenchmarkRegistry(
         _spec("aime24", "HuggingFaceH4/aime_2024", {"test": "train"}, normalise_aime24),
         _spec("aime25", "math-ai/aime25", {"test": "test"}, normalise_aime25),
         _spec("amc23", "math-ai/amc23", {"test": "test"}, normalise_amc23),
+        _spec("math", "DigitalLearningGmbH/MATH-lighteval", {"train": "train", "test": "test"}, normalise_math),
     ),
     BENCHMARK_MODULES,
 )

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from effreason.errors import UserError
 from effreason.jsonl import write_json
@@ -330,6 +331,36 @@ def weights_fingerprint(name_or_path: str | os.PathLike | None) -> str | None:
     if path.is_file():
         return file_sha256(path)[:16]
     return f"{name_or_path}@{hub_revision(str(name_or_path)) or 'unknown revision'}"
+
+
+def pin_settings(path: str | os.PathLike, settings: Mapping, record: Mapping, *, work: str = "its work") -> None:
+    """A recipe's settings file: refuse the folder's work made with other ``settings``, then write them.
+
+    ``path`` (``<output_dir>/<recipe>_config.json``) holds ``{"settings": ..., **record}``; ``record`` is what
+    else is worth keeping (the full arguments). Settings that differ raise ``ConfigMismatchError`` listing
+    each changed key; an unreadable file is a ``UserError``.
+    """
+    path = Path(path)
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))["settings"]
+            if not isinstance(saved, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path}: unreadable, so the settings of the work in {path.parent} cannot be checked; "
+                            "use another output_dir") from None
+        diff = differences(saved, settings)
+        if diff:
+            raise ConfigMismatchError(path.parent, diff, f"use another output_dir ({work} was made with these settings)")
+    write_json(path, {"settings": dict(settings), **record})
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 (16 hex) of a tokenizer's vocabulary and special tokens: ids must mean the same words."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    special = sorted(str(t) for t in getattr(tokenizer, "all_special_tokens", []))
+    blob = json.dumps([vocab, special], ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def source_fingerprint(source: object, **details: object) -> str:

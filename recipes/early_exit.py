@@ -46,16 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.early_exit.bound import bound_check
     from effreason.early_exit.conformal import calibrate
     from effreason.early_exit.cues import CueMatcher
-    from effreason.early_exit.features import num_layers, resolve_layers
     from effreason.early_exit.online import exit_ids
-    from effreason.early_exit.probe import ExitProbe, model_fingerprint, tokenizer_fingerprint, train_mlp
-    from effreason.errors import UserError
+    from effreason.early_exit.probe import ExitProbe, model_fingerprint, train_mlp
     from effreason.evaluation.config import EvalConfig
     from effreason.evaluation.posttrain import write_comparison
     from effreason.evaluation.prompts import load_problems
     from effreason.format import THINK_END
     from effreason.generation.thinking import single_token_id
     from effreason.grading import Grader
+    from effreason.hidden import num_layers, resolve_layers
     from effreason.jsonl import atomic_directory, write_json, write_jsonl
     from effreason.models import (
         check_model_source,
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         load_tokenizer,
         resolve_model_path,
     )
-    from effreason.outputs import ConfigMismatchError, check_output_path, differences, source_fingerprint
+    from effreason.outputs import check_output_path, pin_settings, source_fingerprint, tokenizer_fingerprint
     from effreason.training.launch import check_process_group
     from effreason.training.output_dir import claim_output_dir
 
@@ -83,20 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**args.settings(), "model_files": model_fingerprint(resolve_model_path(args.model_name_or_path)),
                 "rollouts_file_sha256": source_fingerprint(args.rollouts_file) if args.rollouts_file else None}
     saved_path = root / "early_exit_config.json"
-    if saved_path.is_file():
-        import json
-
-        try:
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))["settings"]
-            if not isinstance(saved, dict):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{saved_path}: unreadable, so the settings of the work in {root} cannot be checked; "
-                            "use another output_dir") from None
-        diff = differences(saved, settings)
-        if diff:
-            raise ConfigMismatchError(root, diff, "use another output_dir (its work was made with these settings)")
-    write_json(saved_path, {"settings": settings, "recipe": asdict(args), "eval": asdict(eval_args)})
+    pin_settings(saved_path, settings, {"recipe": asdict(args), "eval": asdict(eval_args)}, work="its work")
 
     # ---- 0. lab only: a start model that re-verifies once it has the answer (effreason.lab.trainers.warmup)
     model_name = args.model_name_or_path

@@ -10,6 +10,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_recipe(name: str):
+    """``recipes/<name>.py`` as a module (recipes are scripts, not a package): call its ``main(argv)``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_bpe_model(tmp_path_factory, benchmarks_dir) -> Path:
+    """A random 2-layer Qwen2 with an R1-style BPE tokenizer, saved once per test module."""
+    from test_shipped_configs import build_tiny_r1
+
+    return build_tiny_r1(tmp_path_factory.mktemp("tiny"), benchmarks_dir)
+
+
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
     """The offline benchmark copies (../shared/data/benchmarks, or $EFFREASON_BENCHMARKS_DIR)."""

@@ -119,7 +119,7 @@ def test_limit_stops_before_later_bad_rows(tmp_path):
 
 
 def test_specs():
-    assert set(BENCHMARKS) == {"gsm8k", "math500", "aime24", "aime25", "amc23", "lab", "lab_hard"}
+    assert set(BENCHMARKS) == {"gsm8k", "math500", "math", "aime24", "aime25", "amc23", "lab", "lab_hard"}
     assert all(isinstance(spec, BenchmarkSpec) for spec in BENCHMARKS.values())
     assert [n for n, s in BENCHMARKS.items() if s.last_number_fallback] == ["gsm8k"]
     assert {n for n, s in BENCHMARKS.items() if s.grading_mode == "exact"} == {"lab", "lab_hard"}

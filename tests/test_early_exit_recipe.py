@@ -9,12 +9,12 @@ artifact, bound check, the eval with and without exit, resume, and a killed run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 
 from effreason.early_exit import data
 
@@ -26,17 +26,12 @@ EXTRA = {"id": "await-trace", "problem": "What is 2 + 3?", "answer": "5",
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("early_exit_recipe", ROOT / "recipes" / "early_exit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("early_exit")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, benchmarks_dir):
-    from test_shipped_configs import build_tiny_r1
-
-    return build_tiny_r1(tmp_path_factory.mktemp("tiny"), benchmarks_dir)
+def tiny(tiny_bpe_model):
+    return tiny_bpe_model
 
 
 @pytest.fixture
@@ -68,7 +63,7 @@ def argv(tiny, traces, out, *more, data_dir):
 
 def test_real_model_config_parses_for_its_depth():
     from effreason.early_exit.args import parse_early_exit_args
-    from effreason.early_exit.features import resolve_layers
+    from effreason.hidden import resolve_layers
 
     args, eval_args = parse_early_exit_args(["--config", str(CONFIG)])
     assert args.model_name_or_path == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B" and args.backend == "vllm"

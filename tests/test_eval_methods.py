@@ -86,7 +86,8 @@ def test_method_options_reach_the_config(ban_method, tmp_path):
 
 def test_refusal_names_the_missing_capability(ban_method, tmp_path):
     assert BACKEND_CAPABILITIES["hf"] >= {Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES}
-    assert not BACKEND_CAPABILITIES["vllm"] & {Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES}
+    assert Capability.HIDDEN_STATES not in BACKEND_CAPABILITIES["vllm"]
+    assert Capability.RESIDUAL_HOOKS in BACKEND_CAPABILITIES["vllm"]  # through vllm_engine() (an out-of-tree model)
     # vLLM runs logits processors, but only ones written for its engine: the HF-only ban method is refused
     with pytest.raises(ValueError, match="has no vllm_logits\\(\\) for 'vllm'; use --backend hf"):
         EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm", methods={"ban": {"token_id": 3}})
@@ -94,12 +95,21 @@ def test_refusal_names_the_missing_capability(ban_method, tmp_path):
         build_backend("vllm", "m", sampling=Sampling(), methods={"ban": {"token_id": 3}})
     methods.register_method(SteerMethod())
     try:
-        with pytest.raises(ValueError, match="'vllm': it needs per_prompt_adapter, residual_hooks, which 'vllm' does "
+        with pytest.raises(ValueError, match="'vllm': it needs per_prompt_adapter, which 'vllm' does "
                                              "not support; no backend can run it yet"):
             EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm",
                        methods={"steer": {"vector": "v"}})
         with pytest.raises(ValueError, match="'hf': it needs per_prompt_adapter, which 'hf' does not support"):
             EvalConfig(output=str(tmp_path), model="m", benchmark="lab", methods={"steer": {"vector": "v"}})
+    finally:
+        methods.unregister_method("steer")
+    hf_only = SteerMethod()
+    hf_only.requires = frozenset({Capability.RESIDUAL_HOOKS})  # residual hooks on HF only: no vllm_engine()
+    methods.register_method(hf_only)
+    try:
+        with pytest.raises(ValueError, match="has no vllm_engine\\(\\) for 'vllm'; use --backend hf"):
+            EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm",
+                       methods={"steer": {"vector": "v"}})
     finally:
         methods.unregister_method("steer")
     cfg = EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm", budgets=[16])
@@ -115,7 +125,7 @@ def test_method_names_and_settings_are_checked_with_a_suggestion(ban_method, tmp
     with pytest.raises(ValueError, match="method 'ban' has no setting 'token'; did you mean 'token_id'"):
         config(ban={"token": 3})
     with pytest.raises(ValueError, match="unknown generation method 'zzz' \\(known: ban, budget_forcing, early_exit, "
-                                         "first_finish, s1, short_m_at_k, thinking_stop\\)"):
+                                         "first_finish, s1, short_m_at_k, steering, thinking_stop\\)"):
         config(zzz={})
     assert config(ban={"token_id": 3}).methods == {"ban": {"token_id": 3}}
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from effreason.early_exit.cues import DEFAULT_CUES
-from effreason.early_exit.features import DEFAULT_LAYERS
+
+#: Feature layers: about 1/3 and 2/3 of the depth and the last (LYNX reads 9, 16 and 28 of a 28-layer model).
+DEFAULT_LAYERS = ("1/3", "2/3", "last")
 
 
 @dataclass

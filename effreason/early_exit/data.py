@@ -10,7 +10,7 @@
    prefix cache); the label is 1 when the *answer alone* (exit string + decoded answer, never the
    reasoning before it) is graded correct by the shared grader.
 3. Features (``features.safetensors``): the chosen layers' hidden states at each event's token, all
-   events of a trace from one forward pass (``effreason.early_exit.features``).
+   events of a trace from one forward pass (``effreason.hidden``).
 
 Each file is written atomically once its stage is complete; a stage whose file exists is read back, so a
 killed run resumes at the stage it was in.
@@ -128,7 +128,7 @@ def read_events(path: Path) -> list[dict]:
 def event_features(model: Any, rows: Sequence[dict], events: Sequence[dict], layers: Sequence[int], *,
                    max_batch_tokens: int, pad_id: int) -> torch.Tensor:
     """``(len(events), len(layers) * hidden)``: each trace's events from one forward pass."""
-    from effreason.early_exit.features import features_at
+    from effreason.hidden import features_at
 
     by_trace: dict[int, list[int]] = {}
     for i, e in enumerate(events):

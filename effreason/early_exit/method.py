@@ -162,7 +162,7 @@ class EarlyExit:
 
 def _check(probe: Any, model: Any, model_path: str | None, tokenizer: Any, adapter: str | None = None) -> None:
     """Refuse a probe built for another model (weights, adapter, tokenizer, depth, width)."""
-    from effreason.early_exit.features import num_layers
+    from effreason.hidden import num_layers
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     probe.check_model(model_path, tokenizer, depth=num_layers(base),

@@ -184,10 +184,10 @@ def generate_exit_hf(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[i
     """
     import time
 
-    from effreason.early_exit.features import capture, num_layers
     from effreason.format import THINK_END
     from effreason.generation.hf import _eos_ids, generate_hf
     from effreason.generation.thinking import single_token_id
+    from effreason.hidden import capture, num_layers
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     probe.check_model(None, tokenizer, num_layers(base), getattr(base.config, "hidden_size", None))  # shape, vocab
@@ -249,10 +249,10 @@ def generate_exit_vllm(llm: Any, tokenizer: Any, feature_model: Any, prompt_ids:
     """
     import time
 
-    from effreason.early_exit.features import features_at
     from effreason.format import THINK_END
     from effreason.generation.thinking import single_token_id
     from effreason.generation.vllm import generate_vllm, import_vllm
+    from effreason.hidden import features_at
 
     vllm = import_vllm()
     from vllm.inputs import TokensPrompt
@@ -375,9 +375,9 @@ def replay_exit(feature_model: Any, tokenizer: Any, prompt_ids: Sequence[Sequenc
     Saves no generation time: the completions were generated in full. Returns each completion's state
     (``exit`` is the event it exits at, or ``None``).
     """
-    from effreason.early_exit.features import features_at
     from effreason.format import THINK_END
     from effreason.generation.thinking import single_token_id
+    from effreason.hidden import features_at
 
     matcher = CueMatcher(tokenizer, probe.cues, single_token_id(tokenizer, THINK_END))
     matcher.require_end_id()

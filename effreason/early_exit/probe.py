@@ -18,8 +18,6 @@ Artifact (``<output_dir>/probe/``), no pickle:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -32,6 +30,7 @@ import torch
 from torch import nn
 
 from effreason.early_exit.conformal import Thresholds
+from effreason.outputs import tokenizer_fingerprint
 
 FORMAT = "effreason-exit-probe"
 VERSION = 1
@@ -51,14 +50,6 @@ def build_mlp(in_dim: int, hidden: Sequence[int] = HIDDEN) -> nn.Sequential:
         prev = width
     layers.append(nn.Linear(prev, 1))
     return nn.Sequential(*layers)
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 (16 hex) of the tokenizer's vocabulary and special tokens: ids must mean the same words."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    special = sorted(str(t) for t in getattr(tokenizer, "all_special_tokens", []))
-    blob = json.dumps([vocab, special], ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def model_fingerprint(model_path: str) -> str | None:
@@ -174,35 +165,17 @@ class ExitProbe:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        if folder.is_file():
-            raise ProbeError(f"{folder} is a file; a probe is a folder holding {META_FILE} and {WEIGHTS_FILE}")
-        meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
-        for path in (meta_path, weights_path):
-            if not path.is_file():
-                raise ProbeError(f"{path}: missing; a probe folder holds {META_FILE} and {WEIGHTS_FILE} "
-                                 "(written by recipes/early_exit.py into <output_dir>/probe)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ProbeError(f"{meta_path}: not valid JSON ({e}); the probe folder is damaged: rebuild it") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ProbeError(f"{meta_path}: not an effreason exit probe (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-        required = ("version", "hidden", "feature_dim", "layers", "cues", "exit_string", "answer_tokens",
-                    "thresholds", "model", "files")
-        missing = [k for k in required if k not in meta]
-        if missing:
-            raise ProbeError(f"{meta_path}: missing key(s) {', '.join(missing)}; the probe folder is damaged: rebuild it")
-        if meta["version"] != VERSION:
-            raise ProbeError(f"{meta_path}: probe format version {meta['version']}, this effreason reads {VERSION}")
-        if not isinstance(meta["files"], dict) or not isinstance(meta["model"], dict) \
-                or not isinstance(meta["hidden"], list) or not isinstance(meta["layers"], list):
-            raise ProbeError(f"{meta_path}: malformed (files, model, hidden or layers of the wrong type); rebuild the "
-                             "probe")
-        expected = meta["files"].get(WEIGHTS_FILE)
-        if expected != _sha256(weights_path):
-            raise ProbeError(f"{weights_path}: its sha256 differs from the one in {META_FILE}: the file is corrupt "
-                             "or from another probe; rebuild the probe")
+        from effreason.artifacts import read_artifact
+
+        meta, weights_path = read_artifact(
+            folder, meta_file=META_FILE, weights_file=WEIGHTS_FILE, fmt=FORMAT, version=VERSION,
+            required=("version", "hidden", "feature_dim", "layers", "cues", "exit_string", "answer_tokens",
+                      "thresholds", "model", "files"),
+            error=ProbeError, what="exit probe", made_by="recipes/early_exit.py into <output_dir>/probe")
+        meta_path = Path(folder) / META_FILE
+        if not isinstance(meta["model"], dict) or not isinstance(meta["hidden"], list) \
+                or not isinstance(meta["layers"], list):
+            raise ProbeError(f"{meta_path}: malformed (model, hidden or layers of the wrong type); rebuild the probe")
         try:
             tensors = load_file(str(weights_path), device=str(device))
         except (SafetensorError, OSError) as e:

@@ -123,7 +123,7 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 #: ``effreason eval <name>`` -> module with ``HELP``, ``add_arguments(parser)`` (which sets ``func``) and a docstring.
-EVAL_SUBCOMMANDS = {"exit-bench": "effreason.early_exit.bench"}
+EVAL_SUBCOMMANDS = {"exit-bench": "effreason.early_exit.bench", "steer-bench": "effreason.steering.bench"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -21,6 +21,9 @@ leaderboard resumes and a finished point is read back, never regenerated):
   the same distribution (the k-sample points match a real run exactly on both backends).
 - ``early_exit`` (with ``--exit-probe DIR``): online exit at cues by a calibrated probe
   (``effreason.early_exit``), knob = delta; on vLLM its features come from an HF copy of the model.
+- ``steering`` (with ``--steering DIR``): a steering vector (``effreason.steering``), knob = gamma
+  (default: 0.5, 0.75 and 1 times the vector's chosen strength); on vLLM each strength starts its own
+  engine (the steered model is fixed per engine).
 - ``--entry NAME=PATH``: a trained model or artifact: an eval run folder (its ``results.json`` is
   read; it must be on the same benchmark and problems) or a model folder / hub id (evaluated greedy).
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -72,6 +76,7 @@ def _numbers(cast: type, low: float, what: str):
 
 
 _ints, _floats = _numbers(int, 1, "integers >= 1"), _numbers(float, 0, "numbers >= 0")
+_signed_floats = _numbers(float, -math.inf, "numbers")
 
 
 def _entry(text: str) -> tuple[str, str]:
@@ -109,6 +114,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "on --model), knob = delta")
     p.add_argument("--exit-deltas", type=_floats, help="early-exit deltas (default: every delta the probe was "
                    "calibrated for)")
+    p.add_argument("--steering", metavar="DIR", help="add a steering vector (recipes/steering.py, built on --model), "
+                   "knob = gamma")
+    p.add_argument("--steering-gammas", type=_signed_floats, help="steering strengths (default: 0.5, 0.75, 1 x the "
+                   "vector's gamma, to 4 decimals; write --steering-gammas=-1,0.5 when the first is negative)")
     p.add_argument("--entry", type=_entry, action="append", default=[], metavar="NAME=PATH",
                    help="add a trained model or an eval run folder (repeat)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -130,6 +139,14 @@ def plan(args: argparse.Namespace, max_new_tokens: int) -> list[tuple[str, objec
             deltas = available_methods()["early_exit"].calibrated_deltas(args.exit_probe)
         points += [("early_exit", d, {"methods": {"early_exit": {"probe": args.exit_probe, "delta": d}}})
                    for d in deltas]
+    if getattr(args, "steering", None):
+        gammas = args.steering_gammas
+        if not gammas:
+            from effreason.steering.vector import SteeringVector
+
+            chosen = SteeringVector.load(args.steering).gamma
+            gammas = [round(f * chosen, 4) for f in (0.5, 0.75, 1.0)]  # 4 decimals: labels on the chart
+        points += [("steering", g, {"methods": {"steering": {"vector": args.steering, "gamma": g}}}) for g in gammas]
     sampled = {"samples": args.k, "temperature": args.temperature}
     points.append(("majority", args.k, sampled))
     if args.parallel == "real":
@@ -202,11 +219,20 @@ def _generate(args: argparse.Namespace, out: Path, points: list[tuple[str, objec
         for method, setting, over in points:
             cfg = _config(args, out / "runs" / _point_name(method, setting), over)
             logger.info("leaderboard point %s %s", method, setting)
-            rows.append(leaderboard_row(method, setting, run_eval(cfg, backend=backend), cfg.output))
+            own = cfg.backend == "vllm" and _changes_the_engine(cfg)  # its own engine, started with its model
+            rows.append(leaderboard_row(method, setting, run_eval(cfg, backend=None if own else backend), cfg.output))
     finally:
         for b in loaded:
             b.close()
     return rows
+
+
+def _changes_the_engine(cfg: EvalConfig) -> bool:
+    """Whether a point's methods start vLLM with another model (a steering vector), so it cannot share the engine."""
+    from effreason.generation.methods import VLLMEngineMethod, available_methods
+
+    available = available_methods()
+    return any(isinstance(available[name], VLLMEngineMethod) for name in cfg.methods)
 
 
 def _load_backend(cfg: EvalConfig):

@@ -7,7 +7,8 @@ but ``PER_PROMPT_ADAPTER`` (its ``generate`` takes no adapter per prompt yet). `
 it continues from token ids like HF and runs methods' vLLM V1 logits processors (``vllm_logits``:
 classes given to ``LLM(logits_processors=...)``, switched on per request by
 ``SamplingParams.extra_args``), but its model lives in engine processes, out of reach of torch
-hooks, so it declares neither ``RESIDUAL_HOOKS`` nor ``HIDDEN_STATES``. Both return, per prompt, its
+hooks: it declares ``RESIDUAL_HOOKS`` only for methods that start the engine with their own
+out-of-tree model (``vllm_engine``: steering vectors), and not ``HIDDEN_STATES``. Both return, per prompt, its
 samples in order.
 
 Sampling seeds. HF draws from torch's global generator, so the runner seeds it per chunk; vLLM takes
@@ -24,7 +25,13 @@ from typing import Any, Protocol
 import torch
 
 from effreason.generation.hf import generate_hf
-from effreason.generation.methods import GenerationHooks, apply_methods, check_backend, vllm_logits
+from effreason.generation.methods import (
+    GenerationHooks,
+    apply_methods,
+    check_backend,
+    vllm_engine_kwargs,
+    vllm_logits,
+)
 from effreason.generation.types import Capability, Generation
 
 logger = logging.getLogger(__name__)
@@ -130,7 +137,8 @@ class VLLMBackend:
     """vLLM ``LLM.generate`` (imported lazily; see ``effreason.generation.vllm``)."""
 
     name = "vllm"
-    capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS, Capability.STOP_SAMPLES})
+    capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS, Capability.STOP_SAMPLES,
+                              Capability.RESIDUAL_HOOKS})
 
     def __init__(self, model_path: str, tokenizer: Any, sampling: Sampling, *, adapter: str | None = None,
                  dtype: str | None = None, max_model_len: int | None = None, methods: dict[str, dict] | None = None,
@@ -146,6 +154,8 @@ class VLLMBackend:
         self.processors = tuple(wanted + [p for p in processors if p not in wanted])
         if self.processors:
             engine_kwargs["logits_processors"] = list(self.processors)
+        self.engine_methods = vllm_engine_kwargs(methods or {}, model_path)  # the model itself (steering)
+        engine_kwargs.update(self.engine_methods)
         self.llm = vllm_gen.load_vllm(model_path, dtype=dtype, max_model_len=max_model_len, seed=sampling.seed,
                                       enable_lora=adapter is not None, **engine_kwargs)
         self.lora = vllm_gen.lora_request(adapter) if adapter else None
@@ -158,6 +168,10 @@ class VLLMBackend:
             ValueError: a method needs a logits processor the engine was not started with.
         """
         check_backend(methods, self.name)
+        engine = vllm_engine_kwargs(methods, self.model_path)
+        if engine != self.engine_methods:
+            raise ValueError("these methods change the model the vLLM engine runs (a steering vector or strength): "
+                             "start another engine for them (the engine takes its model only at start)")
         logits = vllm_logits(methods, self.tokenizer)
         missing = [p for p in logits.processors if p not in self.processors]
         if missing:

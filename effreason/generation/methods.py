@@ -12,7 +12,9 @@ one or both of two optional ways:
    stopping criteria. ``vllm_logits(settings, tokenizer) -> VLLMLogits`` (``VLLMLogitsMethod``) is the vLLM
    form of a logits change: V1 engine logits processor classes plus the ``SamplingParams.extra_args``
    that switch them on. Such a method requires ``LOGITS_PROCESSORS`` (or ``RESIDUAL_HOOKS`` /
-   ``HIDDEN_STATES``, HF only) and runs on the backends whose hook it implements (``STEP_HOOKS``).
+   ``HIDDEN_STATES``) and runs on the backends whose hook it implements (``STEP_HOOKS``). A method that
+   changes the model itself on vLLM (a steering vector) gives ``vllm_engine(settings, model_path) -> dict``
+   (``VLLMEngineMethod``): the ``vllm.LLM`` arguments that start the engine with its out-of-tree model.
 2. ``post_processor(backend, settings) -> step`` (``RolloutMethod``): a callable, built once per run,
    that takes the chunk's ``Rollout`` objects after the base generation and returns the rollouts to
    grade: cut a completion, append forced tokens, continue it with ``backend.generate`` from the
@@ -76,6 +78,7 @@ METHOD_MODULES: dict[str, str] = {
     "short_m_at_k": "effreason.generation.parallel",
     "first_finish": "effreason.generation.parallel:FIRST_FINISH_METHOD",
     "early_exit": "effreason.early_exit.method",
+    "steering": "effreason.steering.method",
 }
 
 _REGISTERED: dict[str, GenerationMethod] = {}
@@ -167,6 +170,15 @@ class VLLMLogitsMethod(Protocol):
 
 
 @runtime_checkable
+class VLLMEngineMethod(Protocol):
+    """A method that changes the model itself on vLLM (a steering vector's out-of-tree model); its ``apply`` is the
+    HF side. The engine is started with it, so it holds for every request of that engine."""
+
+    def vllm_engine(self, settings: dict, model_path: str) -> dict:
+        """``vllm.LLM`` keyword arguments (``hf_overrides`` selecting a registered architecture, ...)."""
+
+
+@runtime_checkable
 class RolloutMethod(Protocol):
     """A method that post-processes generated rollouts through the backend (cut, force, continue)."""
 
@@ -187,7 +199,7 @@ def register_method(method: GenerationMethod) -> None:
     if not isinstance(method, GenerationMethod):
         raise TypeError(f"{method!r} lacks the GenerationMethod attributes (name, requires, setting_names, "
                         "add_arguments, settings)")
-    if not isinstance(method, (HookMethod, VLLMLogitsMethod, RolloutMethod, SamplerMethod)):
+    if not isinstance(method, (HookMethod, VLLMLogitsMethod, VLLMEngineMethod, RolloutMethod, SamplerMethod)):
         raise TypeError(f"method {method.name!r} does nothing: give it apply(), vllm_logits(), post_processor() "
                         "and/or sampler()")
     _REGISTERED[method.name] = method
@@ -248,17 +260,22 @@ def validate_methods(methods: Mapping[str, Any]) -> None:
 
 #: Capabilities a method uses at every step, through each backend's own hook (``STEP_HOOKS``).
 STEP_CAPABILITIES = frozenset({Capability.LOGITS_PROCESSORS, Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES})
-#: backend -> (the protocol a per-step method implements for it, its method name).
-STEP_HOOKS: dict[str, tuple[type, str]] = {"hf": (HookMethod, "apply"), "vllm": (VLLMLogitsMethod, "vllm_logits")}
+#: backend -> per-step capability -> (the protocol a method needing it implements for that backend, its method name).
+STEP_HOOKS: dict[str, dict[Capability, tuple[type, str]]] = {
+    "hf": {capability: (HookMethod, "apply") for capability in STEP_CAPABILITIES},
+    "vllm": {Capability.LOGITS_PROCESSORS: (VLLMLogitsMethod, "vllm_logits"),
+             Capability.RESIDUAL_HOOKS: (VLLMEngineMethod, "vllm_engine")},
+}
 
 
 def _why_not(method: GenerationMethod, backend: str, capabilities: frozenset[Capability]) -> str | None:
     missing = method.requires - capabilities
     if missing:
         return f"it needs {', '.join(sorted(c.value for c in missing))}, which {backend!r} does not support"
-    protocol, hook = STEP_HOOKS[backend]
-    if method.requires & STEP_CAPABILITIES and not isinstance(method, protocol):
-        return f"it works at every step but has no {hook}() for {backend!r}"
+    for capability in sorted(method.requires & STEP_CAPABILITIES):
+        protocol, hook = STEP_HOOKS[backend][capability]
+        if not isinstance(method, protocol):
+            return f"it works at every step but has no {hook}() for {backend!r}"
     return None
 
 
@@ -289,6 +306,21 @@ def vllm_logits(methods: Mapping[str, dict], tokenizer: Any) -> VLLMLogits:
                 raise ValueError(f"methods set the same vLLM extra_args {sorted(clash)}; rename them in {name!r}")
             extra_args.update(part.extra_args)
     return VLLMLogits(tuple(processors), extra_args)
+
+
+def vllm_engine_kwargs(methods: Mapping[str, dict], model_path: str) -> dict:
+    """The ``vllm.LLM`` arguments of every active ``VLLMEngineMethod`` (at most one may set each argument)."""
+    available = available_methods()
+    kwargs: dict = {}
+    for name in sorted(methods):
+        if isinstance(available[name], VLLMEngineMethod):
+            part = available[name].vllm_engine(methods[name], model_path)
+            clash = set(kwargs) & set(part)
+            if clash:
+                raise ValueError(f"methods set the same vLLM engine arguments {sorted(clash)}; {name!r} cannot run "
+                                 "with the others")
+            kwargs.update(part)
+    return kwargs
 
 
 def apply_methods(hooks: GenerationHooks, tokenizer: Any, methods: Mapping[str, dict]) -> GenerationHooks:

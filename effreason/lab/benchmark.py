@@ -1,4 +1,4 @@
-"""The lab as two benchmarks (``lab``: the test split, ``lab_hard``: the hard split), found by name.
+"""The lab as two benchmarks (``lab``: the test split, ``dev`` for held-out tuning; ``lab_hard``: the hard split), found by name.
 
 ``effreason.benchmarks`` imports this module the first time either name is looked up
 (``BENCHMARK_MODULES``), so evaluation knows the lab only through these specs: rows made in-process,
@@ -22,7 +22,7 @@ LAB_MAX_NEW_TOKENS = 384
 
 
 def load_lab_split(split: str) -> datasets.Dataset:
-    """A lab split (``train``, ``test`` or ``hard``) as a benchmark Dataset."""
+    """A lab split (``train``, ``test``, ``hard`` or ``dev``) as a benchmark Dataset."""
     from effreason.lab.datasets import lab_dataset  # datasets is heavy: imported when rows are wanted
 
     return lab_dataset(split)
@@ -34,6 +34,6 @@ def _lab_spec(name: str, splits: dict[str, str]) -> BenchmarkSpec:
 
 
 BENCHMARK_SPECS = (
-    _lab_spec("lab", {"train": "train", "test": "test"}),
+    _lab_spec("lab", {"train": "train", "test": "test", "dev": "dev"}),
     _lab_spec("lab_hard", {"test": "hard", "hard": "hard"}),
 )

@@ -1,4 +1,7 @@
-"""Hidden-state features at cue tokens: which layers, read the same way offline and while decoding.
+"""The residual stream of a causal LM by layer: which layers, read (and written) at the same modules.
+
+Shared by the early-exit probes (features at cue tokens, ``effreason.early_exit``) and the steering
+vectors (a direction read and injected at one layer, ``effreason.steering``).
 
 Layer indices follow ``output_hidden_states``: 0 is the embedding output, ``i`` (1..L) the residual
 stream after decoder block ``i``, so ``L`` is the last block. Both paths read them with forward hooks
@@ -8,8 +11,8 @@ decoding step (online exit on HF). Note that for ``L`` this is the stream *befor
 norm, where ``hidden_states[L]`` of ``output_hidden_states`` has the norm applied in most models (the
 probe standardises its inputs, so this changes nothing it can learn).
 
-The default layers are about 1/3 and 2/3 of the depth and the last (LYNX reads 9, 16 and 28 of a
-28-layer model): ``resolve_layers(["1/3", "2/3", "last"], 28) == [9, 19, 28]``.
+Layers may be named by fractions of the depth: ``resolve_layers(["1/3", "2/3", "last"], 28) == [9, 19, 28]``
+(the early-exit default; LYNX reads 9, 16 and 28 of a 28-layer model).
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from fractions import Fraction
 from typing import Any
 
 import torch
-
-DEFAULT_LAYERS = ("1/3", "2/3", "last")
 
 
 def num_layers(model: Any) -> int:
@@ -64,7 +65,13 @@ def resolve_layers(layers: Sequence[int | str], depth: int) -> list[int]:
     return out
 
 
-def _blocks(model: Any) -> tuple[Any, Any]:
+def layer_module(model: Any, layer: int) -> Any:
+    """The module whose output is the residual stream at ``layer``: the embeddings for 0, else block ``layer - 1``."""
+    embeddings, blocks = decoder_blocks(model)
+    return embeddings if layer == 0 else blocks[layer - 1]
+
+
+def decoder_blocks(model: Any) -> tuple[Any, Any]:
     """The embedding module and the list of decoder blocks of a causal LM (PEFT-wrapped too)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", base)
@@ -85,11 +92,10 @@ def capture(model: Any, layers: Sequence[int], *, last_only: bool) -> Iterator[d
 
     ``last_only``: keep the last position only (decoding steps), ``(B, d)``; else ``(B, T, d)``.
     """
-    embeddings, blocks = _blocks(model)
     seen: dict[int, torch.Tensor] = {}
     handles = []
     for layer in layers:
-        module = embeddings if layer == 0 else blocks[layer - 1]
+        module = layer_module(model, layer)
 
         def hook(_module, _inputs, output, layer=layer):
             h = _hidden(output)
