@@ -3,7 +3,7 @@
 Training-free: one direction from a few dozen concise/verbose pairs, added to the residual stream at
 generation time with a strength whose next-token KL is bounded.
 
-1. pairs: ``pairs: lab`` (the lab writers' concise and verbose traces of the same train problems),
+1. pairs: ``pairs: lab`` (decision pairs from the lab verbose writer: a trace cut right before and right after one check),
    ``jsonl`` (your ``{problem, concise, verbose}`` rows, ASC) or ``self`` (the model's shortest vs longest
    correct sample per problem, Efficiency Steering); see ``effreason.steering.pairs``;
 2. direction at every candidate layer: ``v_l = mean(concise state - verbose state)`` (``position``: the last
@@ -13,7 +13,9 @@ generation time with a strength whose next-token KL is bounded.
    per-token KL at it, and the largest strength whose measured p95 KL is within ``eps``
    (``gamma_rule``: which one is written);
 4. layer and sign sweep on dev problems (greedy, HF): the pair with the fewest tokens among those whose
-   accuracy is within ``accuracy_tolerance`` of the unsteered model's (tokens must drop: the sign is checked);
+   accuracy is within ``accuracy_tolerance`` of the unsteered model's (tokens must drop: the sign is checked;
+   its gamma stepped down when it costs more accuracy than that; no candidate that lowers the tokens is an
+   error, the sweep kept in ``sweep.json``). Steps 2-4 run on an HF copy in ``measure_dtype`` (float32);
 5. ``<output_dir>/steering/``: the vector (safetensors) + JSON (layer, position rule, gamma, eps, sign,
    measured KL, closed form, sweep, model and tokenizer fingerprints);
 6. the eval suite without steering, at the chosen strength and at ``eval_gammas``, and on
@@ -45,9 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.evaluation.posttrain import write_comparison
     from effreason.evaluation.prompts import load_problems
     from effreason.grading import Grader
-    from effreason.hidden import num_layers, resolve_layers
+    from effreason.hidden import resolve_layers
     from effreason.jsonl import atomic_directory, read_jsonl, write_json, write_jsonl
-    from effreason.models import check_model_source, load_model_and_tokenizer, resolve_model_path
+    from effreason.models import (
+        check_model_source,
+        load_model_and_tokenizer,
+        load_tokenizer,
+        resolve_model_path,
+    )
     from effreason.outputs import check_output_path, pin_settings, weights_fingerprint
     from effreason.steering import pairs as pair_sources
     from effreason.steering.args import parse_steering_args
@@ -73,17 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**args.settings(), "model_files": weights_fingerprint(model_path),
                 "pairs_file_sha256": weights_fingerprint(args.pairs_file) if args.pairs_file else None}
     saved_path = root / "steering_config.json"
+    vector_dir = root / "steering"
+    if (vector_dir / "steering.json").is_file() and not saved_path.is_file():
+        raise UserError(f"{vector_dir} holds a vector but {saved_path} is missing, so the settings it was made with "
+                        "cannot be checked; use another output_dir")
     pin_settings(saved_path, settings, {"recipe": asdict(args), "eval": asdict(eval_args)}, work="its vector")
 
-    vector_dir = root / "steering"
     if (vector_dir / "steering.json").is_file():
         logger.info("reusing the vector in %s (made with these settings)", vector_dir)
     else:
-        model, tokenizer = load_model_and_tokenizer(model_path, dtype=args.dtype)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        depth, hidden = num_layers(model), model.config.hidden_size
+        from transformers import AutoConfig
 
-        # ---- 1. pairs
+        config = AutoConfig.from_pretrained(model_path)
+        depth = int((getattr(config, "text_config", None) or config).num_hidden_layers)
+        layers = sorted({resolve_layers([x], depth)[0] for x in args.layers})  # fractions may meet on a shallow model
+        tokenizer = load_tokenizer(model_path)
+
+        # ---- 1. pairs (before the HF model loads: pairs=self runs its own engine)
         tic = time.perf_counter()
         pairs, pair_info = _pairs(args, model_path, tokenizer, pair_sources)
         if not pairs:
@@ -92,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                                             "verbose_ids": list(p.verbose_ids)} for p in pairs])
         seconds["pairs"] = time.perf_counter() - tic
 
-        # ---- 2. directions
+        # ---- 2. directions, read by an HF copy in measure_dtype (float32: derivatives and small KLs need it)
         tic = time.perf_counter()
-        layers = sorted({resolve_layers([x], depth)[0] for x in args.layers})  # fractions may meet on a shallow model
+        model, tokenizer = load_model_and_tokenizer(model_path, dtype=args.measure_dtype)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        hidden = model.config.hidden_size
         vectors = directions(model, pairs, layers, position=args.position, max_batch_tokens=args.max_batch_tokens,
                              pad_id=pad)
         seconds["directions"] = time.perf_counter() - tic
@@ -133,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_directory(vector_dir, replace=vector_dir.exists()) as tmp:
             vec.save(tmp)
         del model
+        _free_accelerator_memory()  # the eval's vLLM engines check free memory when they start
     vec = SteeringVector.load(vector_dir)
     _print_choice(vec)
 
@@ -165,6 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _pairs(args, model_path, tokenizer, sources):
     """The concise/verbose pairs of ``args.pairs`` and what they came from."""
     if args.pairs == "lab":
@@ -192,6 +218,8 @@ def _pairs(args, model_path, tokenizer, sources):
                                                max_new_tokens=cfg.max_new_tokens, seed=args.seed)
     finally:
         backend.close()
+        del backend
+        _free_accelerator_memory()
     pairs = pairs[: args.num_pairs]
     return pairs, {"source": "self", "benchmark": args.pair_benchmark, "split": args.pair_split, **counts,
                    "pairs": len(pairs)}
@@ -212,6 +240,8 @@ def _dev_figures(gens, problems, grader) -> dict:
 
 def _choose(args, model, tokenizer, vectors, kl_set, sweep_set, grader, max_new_tokens, pad) -> dict:
     """Strength per layer and sign (closed form and measured), then the dev sweep; the chosen candidate."""
+    from effreason.errors import UserError
+    from effreason.jsonl import write_json
     from effreason.steering.strength import (
         closed_form_gamma,
         derivative_stats,
@@ -232,6 +262,10 @@ def _choose(args, model, tokenizer, vectors, kl_set, sweep_set, grader, max_new_
     candidates = []
     for layer, v in vectors.items():
         d = derivative_stats(model, sequences, starts, v, layer, step=args.fd_step, **measure)
+        if not d["a"] > 0:  # e.g. layer 0 with pairs that end in the same token: the direction is 0 there
+            logger.warning("layer %d: its direction does not move the logits (median ||Jv|| = %g): skipped", layer,
+                           d["a"])
+            continue
         cf = closed_form_gamma(d["a"], d["L"], args.eps)
         for sign in (1, -1):
             sv = sign * v
@@ -251,6 +285,9 @@ def _choose(args, model, tokenizer, vectors, kl_set, sweep_set, grader, max_new_
             logger.info("layer %d sign %+d: gamma %.4g (closed form %.4g, its p95 KL %.3g = %.3g x eps); dev accuracy "
                         "%.3f, tokens %.1f", layer, sign, gamma, cf["gamma"], cf_kl["p95"], cf_kl["p95"] / args.eps,
                         dev["accuracy"], dev["tokens_mean"])
+    if not candidates:
+        raise UserError("no candidate layer's direction moves the logits (see the log): the concise and verbose members "
+                        "of the pairs end in the same state; check the pairs, or try other layers or position: mean")
     floor = unsteered["accuracy"] - args.accuracy_tolerance - 1e-12
     ok = [c for c in candidates if c["dev"]["accuracy"] >= floor and c["gamma"] != 0]
     if ok:
@@ -278,9 +315,14 @@ def _choose(args, model, tokenizer, vectors, kl_set, sweep_set, grader, max_new_
                 chosen["kl_check"]["p95"], len(sweep_prompts), args.eps)
     lowered = chosen["dev"]["accuracy"] >= floor and chosen["dev"]["tokens_mean"] < unsteered["tokens_mean"]
     if not lowered:
-        logger.warning("no layer and sign lowered the dev tokens at accuracy >= %.3f within eps=%g: the vector written "
-                       "(layer %d) has no measured effect; try other pairs, layers, position or eps",
-                       floor, args.eps, chosen["layer"])
+        sweep = Path(args.output_dir) / "sweep.json"
+        write_json(sweep, {"unsteered": unsteered, "candidates": candidates, "chosen": chosen})
+        what = (f"no layer and sign lowered the dev tokens at accuracy >= {floor:.3f} within eps={args.eps:g} "
+                f"(the sweep: {sweep})")
+        if args.require_effect:
+            raise UserError(f"{what}; try other pairs, layers, position or a larger eps (require_effect: false writes "
+                            "the vector anyway)")
+        logger.warning("%s: the vector written (layer %d) has no measured effect", what, chosen["layer"])
     return {"chosen": chosen, "candidates": candidates, "unsteered": unsteered, "lowered_tokens": lowered}
 
 
@@ -307,9 +349,12 @@ def _evaluate(eval_args, root, args, vector_dir, vec, benchmark, prefix, gammas=
     runs = {"unsteered": evaluate_model(base, root, f"{prefix}unsteered", args.model_name_or_path,
                                         instruction=args.instruction, data_dir=args.data_dir)}
     grid = [vec.gamma] + [g for g in (args.eval_gammas if gammas is None else gammas) if g != vec.gamma]
-    for gamma in grid:
-        name = f"gamma_{gamma:.4g}" + (" (chosen)" if gamma == vec.gamma else "")
-        folder = f"{prefix}gamma_{gamma:.4g}"
+    labels = [f"{g:.6g}" for g in grid]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"eval_gammas {grid} name the same strength twice to 6 digits; give distinct strengths")
+    for gamma, label in zip(grid, labels, strict=True):
+        name = f"gamma_{label}" + (" (chosen)" if gamma == vec.gamma else "")
+        folder = f"{prefix}gamma_{label}"
         methods = {**base.eval_methods, "steering": {"vector": str(vector_dir), "gamma": gamma}}
         runs[name] = evaluate_model(replace(base, eval_methods=methods), root, folder, args.model_name_or_path,
                                     instruction=args.instruction, data_dir=args.data_dir)

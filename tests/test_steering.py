@@ -309,6 +309,9 @@ def test_cli_options_and_settings_checks(vector_dir, tmp_path):
     with pytest.raises(ValueError, match="missing"):
         EvalConfig(output=str(tmp_path / "o"), model="lab", benchmark="lab",
                    methods={"steering": {"vector": str(tmp_path / "nowhere")}})
+    with pytest.raises(ValueError, match="methods steering and early_exit cannot run together"):
+        EvalConfig(output=str(tmp_path / "o"), model="lab", benchmark="lab",
+                   methods={"steering": {"vector": str(vector_dir)}, "early_exit": {"probe": "p", "delta": 0.05}})
     check_backend(["steering"], "hf")
     check_backend(["steering"], "vllm")  # through the out-of-tree model
 

@@ -52,6 +52,9 @@ def argv(tiny, out, data_dir, *more):
             "--eval_gammas", "0.5", "--transfer_benchmark", "none", "--data_dir", str(data_dir), *more]
 
 
+JSONL = ("--pairs", "jsonl", "--require_effect", "false")  # a random model: no strength shortens it reliably
+
+
 def test_real_model_config_parses_for_its_depth():
     from effreason.hidden import resolve_layers
     from effreason.steering.args import parse_steering_args
@@ -71,7 +74,7 @@ def test_whole_recipe_on_a_tiny_bpe_model(tiny, tmp_path, data_dir):
     pairs.write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
     recipe = _recipe()
     out = tmp_path / "run"
-    assert recipe.main(argv(tiny, out, data_dir, "--pairs", "jsonl", "--pairs_file", str(pairs))) == 0
+    assert recipe.main(argv(tiny, out, data_dir, *JSONL, "--pairs_file", str(pairs))) == 0
     vec = SteeringVector.load(out / "steering")
     assert vec.layer in (1, 2) and vec.sign in (1, -1) and vec.hidden_size == 128
     vec.check_model(str(tiny), load_tokenizer(str(tiny)), depth=2, hidden_size=128)
@@ -82,17 +85,29 @@ def test_whole_recipe_on_a_tiny_bpe_model(tiny, tmp_path, data_dir):
         assert c["closed_form"]["gamma"] >= 0 and c["closed_form"]["a"] > 0
     assert vec.info["pairs"] == {"source": "jsonl", "file": str(pairs), "pairs": 2}
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["eval"]) == {"unsteered", f"gamma_{vec.gamma:.4g} (chosen)", "gamma_0.5"}
+    assert set(summary["eval"]) == {"unsteered", f"gamma_{vec.gamma:.6g} (chosen)", "gamma_0.5"}
     assert (out / "comparison.md").is_file() and (out / "comparison.png").is_file()
 
     # a second run reuses the vector; another setting is refused with what changed
     before = (out / "steering" / "steering.json").stat().st_mtime_ns
-    assert recipe.main(argv(tiny, out, data_dir, "--pairs", "jsonl", "--pairs_file", str(pairs))) == 0
+    assert recipe.main(argv(tiny, out, data_dir, *JSONL, "--pairs_file", str(pairs))) == 0
     assert (out / "steering" / "steering.json").stat().st_mtime_ns == before
     from effreason.outputs import ConfigMismatchError
 
     with pytest.raises(ConfigMismatchError, match="eps"):
-        recipe.main(argv(tiny, out, data_dir, "--pairs", "jsonl", "--pairs_file", str(pairs), "--eps", "0.01"))
+        recipe.main(argv(tiny, out, data_dir, *JSONL, "--pairs_file", str(pairs), "--eps", "0.01"))
+
+
+def test_no_effect_is_an_error_with_the_sweep_kept(tiny, tmp_path, data_dir):
+    from effreason.errors import UserError
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="no layer and sign lowered the dev tokens.*sweep.json"):
+        _recipe().main(argv(tiny, out, data_dir, "--pairs", "jsonl", "--pairs_file", str(pairs), "--eps", "1e-6"))
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert len(sweep["candidates"]) == 4 and not (out / "steering").exists()
 
 
 def test_self_pairs_from_math_train_say_when_none_are_correct(tiny, tmp_path, data_dir):

@@ -117,7 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steering", metavar="DIR", help="add a steering vector (recipes/steering.py, built on --model), "
                    "knob = gamma")
     p.add_argument("--steering-gammas", type=_signed_floats, help="steering strengths (default: 0.5, 0.75, 1 x the "
-                   "vector's gamma, to 4 decimals; write --steering-gammas=-1,0.5 when the first is negative)")
+                   "vector's gamma, to 4 significant digits; write --steering-gammas=-1,0.5 when the first is negative)")
     p.add_argument("--entry", type=_entry, action="append", default=[], metavar="NAME=PATH",
                    help="add a trained model or an eval run folder (repeat)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -142,10 +142,11 @@ def plan(args: argparse.Namespace, max_new_tokens: int) -> list[tuple[str, objec
     if getattr(args, "steering", None):
         gammas = args.steering_gammas
         if not gammas:
-            from effreason.steering.vector import SteeringVector
+            from effreason.generation.methods import available_methods
 
-            chosen = SteeringVector.load(args.steering).gamma
-            gammas = [round(f * chosen, 4) for f in (0.5, 0.75, 1.0)]  # 4 decimals: labels on the chart
+            chosen = available_methods()["steering"].chosen_gamma(args.steering)
+            # 4 significant digits (labels on the chart), each strength once, none 0
+            gammas = sorted({float(f"{f * chosen:.4g}") for f in (0.5, 0.75, 1.0)} - {0.0}, key=abs)
         points += [("steering", g, {"methods": {"steering": {"vector": args.steering, "gamma": g}}}) for g in gammas]
     sampled = {"samples": args.k, "temperature": args.temperature}
     points.append(("majority", args.k, sampled))

@@ -253,6 +253,10 @@ def validate_methods(methods: Mapping[str, Any]) -> None:
             if key not in allowed:
                 raise ValueError(f"method {name!r} has no setting {key!r}{_did_you_mean(key, allowed)} "
                                  f"(settings: {', '.join(sorted(allowed)) or 'none'})")
+    for name in sorted(methods):  # a method may name others it cannot run with (``incompatible``: name -> why)
+        for other, why in getattr(available[name], "incompatible", {}).items():
+            if other in methods:
+                raise ValueError(f"methods {name} and {other} cannot run together: {why}")
     samplers = sorted(name for name in methods if isinstance(available[name], SamplerMethod))
     if len(samplers) > 1:
         raise ValueError(f"methods {' and '.join(samplers)} each draw the samples themselves; use one per run")

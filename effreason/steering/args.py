@@ -21,7 +21,11 @@ class SteeringArguments:
     model_name_or_path: str = field(default="lab", metadata={"help": "the reasoning model (hub id, path, or lab)"})
     output_dir: str = field(default="runs/steering-lab", metadata={"help": "where everything goes; the vector in "
                                                                     "<output_dir>/steering"})
-    dtype: str | None = field(default=None, metadata={"help": "model dtype (default float32 on CPU)"})
+    dtype: str | None = field(default=None, metadata={"help": "model dtype of pairs=self sampling and the eval "
+                                                                 "(default float32 on CPU, bf16 on GPU)"})
+    measure_dtype: str = field(default="float32", metadata={
+        "help": "dtype of the HF model that extracts the direction, measures Jv, curvature and KL, and runs the sweep "
+                "(float32: finite differences and small KLs drown in bf16 rounding)"})
     seed: int = field(default=0, metadata={"help": "seed of the pairs and the samples"})
     instruction: str | None = field(default=None, metadata={"help": "text appended to each problem (`math`: the "
                                                             "boxed-answer instruction)"})
@@ -39,7 +43,8 @@ class SteeringArguments:
     pair_samples: int = field(default=8, metadata={"help": "pairs=self: samples per problem"})
     pair_temperature: float = field(default=0.7, metadata={"help": "pairs=self: sampling temperature"})
     pair_max_new_tokens: int | None = field(default=None, metadata={"help": "pairs=self: sample cap"})
-    backend: str = field(default="hf", metadata={"help": "pairs=self sampling and the dev sweep: hf or vllm"})
+    backend: str = field(default="hf", metadata={"help": "pairs=self sampling: hf or vllm (directions, strengths and "
+                                                         "the sweep run on HF)"})
     batch_size: int = field(default=64, metadata={"help": "sequences per HF generate call"})
     # direction and layer
     position: str = field(default="last", metadata={
@@ -60,6 +65,9 @@ class SteeringArguments:
     kl_problems: int = field(default=32, metadata={"help": "held-out prompts the KL is measured on (the first N)"})
     sweep_problems: int = field(default=100, metadata={"help": "dev problems of the sweep (after the KL ones)"})
     dev_max_new_tokens: int | None = field(default=None, metadata={"help": "cap of the KL completions and the sweep"})
+    require_effect: bool = field(default=True, metadata={
+        "help": "stop with an error (the sweep in <output_dir>/sweep.json) when no layer and sign lowers the dev "
+                "tokens within the accuracy tolerance, rather than write a vector that does nothing"})
     accuracy_tolerance: float = field(default=0.01, metadata={
         "help": "the sweep keeps layers whose dev accuracy is at least the unsteered one minus this"})
     backoff_factor: float = field(default=0.9, metadata={
@@ -92,6 +100,8 @@ class SteeringArguments:
             raise ValueError(f"backend must be hf or vllm, got {self.backend!r}")
         if self.position not in ("last", "mean"):
             raise ValueError(f"position must be last or mean, got {self.position!r}")
+        if self.measure_dtype not in ("float32", "bfloat16", "float16", "float64"):
+            raise ValueError(f"measure_dtype must be float32, bfloat16, float16 or float64, got {self.measure_dtype!r}")
         if self.gamma_rule not in GAMMA_RULES:
             raise ValueError(f"gamma_rule must be one of {', '.join(GAMMA_RULES)}, got {self.gamma_rule!r}")
         for key in ("num_pairs", "pair_problems", "pair_samples", "batch_size", "max_batch_tokens", "kl_problems",
@@ -116,7 +126,7 @@ class SteeringArguments:
 
     def settings(self) -> dict:
         """What shapes the vector (a resumed run must match them; the eval settings may change)."""
-        skip = {"output_dir", "eval_gammas", "transfer_benchmark", "batch_size"}
+        skip = {"output_dir", "eval_gammas", "transfer_benchmark", "batch_size", "require_effect"}
         return {k: v for k, v in vars(self).items() if k not in skip}
 
 

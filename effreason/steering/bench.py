@@ -13,7 +13,8 @@ One run, on one machine, on the same prompts, batch size and cap, greedy:
 
 HF alternates plain and steered ``--repeats`` times each (plain first, then steered, and so on), after an
 untimed warm-up of both; vLLM's steered model is fixed per engine, so the plain engine runs its
-``--repeats`` first, then the steered one, each after an untimed warm-up. Each figure is the median of its
+``--repeats`` first, then the steered one, each after an untimed warm-up; both run with the steered engine's settings (eager, no
+prefix caching, no chunked prefill), so they differ by the model only. Each figure is the median of its
 repeats (all of them are in the output). Timings of one run on a shared machine are noisy: compare
 ratios within a run, not across runs.
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "hf":
         times, tokens = _hf(args, resolve_model_path(args.model), tokenizer, prompts, settings, cfg.max_new_tokens)
     else:
-        times, tokens = _vllm(args, resolve_model_path(args.model), tokenizer, prompts, settings, cfg.max_new_tokens,
+        times, tokens = _vllm(args, resolve_model_path(args.model), prompts, settings, cfg.max_new_tokens,
                               max(map(len, prompts)) + cap + 16)
     figures = {"backend": args.backend, "problems": len(prompts), "gamma": settings["gamma"],
                "fixed_tokens": args.fixed_tokens, **times,
@@ -137,7 +138,7 @@ def _medians(runs: dict[str, list[float]]) -> dict:
             **{k.replace("_s", "_min_s"): min(v) for k, v in runs.items() if k.endswith("fixed_s")}, "runs_s": runs}
 
 
-def _vllm(args, model_path, tokenizer, prompts, settings, max_new_tokens, max_model_len):
+def _vllm(args, model_path, prompts, settings, max_new_tokens, max_model_len):
     from effreason.generation import vllm as vllm_gen
     from effreason.steering.method import METHOD
 
@@ -149,7 +150,9 @@ def _vllm(args, model_path, tokenizer, prompts, settings, max_new_tokens, max_mo
     natural = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     runs: dict[str, list[float]] = {}
     tokens = {}
-    for name, extra in (("plain", {}), ("steered", METHOD.vllm_engine(settings, model_path))):
+    steered = METHOD.vllm_engine(settings, model_path)
+    plain = {k: v for k, v in steered.items() if k != "hf_overrides"}  # the same engine settings, the stock model
+    for name, extra in (("plain", plain), ("steered", steered)):
         llm = vllm_gen.load_vllm(model_path, max_model_len=max_model_len, **extra)
         try:
             llm.generate(requests[:8], fixed, use_tqdm=False)  # untimed warm-up

@@ -71,9 +71,13 @@ def steer(model: Any, vector: torch.Tensor, layer: int, gamma: float, *,
     else:
         timing.setdefault("hook_s", 0.0)
 
+        sync = torch.cuda.synchronize if delta.is_cuda else (lambda: None)  # GPU kernels run asynchronously
+
         def hook(_module, _inputs, output):
+            sync()
             tic = time.perf_counter()
             out = _add(output, delta, start)
+            sync()
             timing["hook_s"] += time.perf_counter() - tic
             return out
     handle = layer_module(model, layer).register_forward_hook(hook)

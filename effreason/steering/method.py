@@ -15,7 +15,6 @@ The vector must have been extracted from the evaluated model (weights, adapter, 
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -26,16 +25,11 @@ from effreason.generation.types import Capability
 NAME = "steering"
 
 
-@functools.lru_cache(maxsize=8)
-def _load(folder: str, sha256: str | None) -> Any:
+def load_vector(settings: dict) -> Any:
+    """The settings' ``SteeringVector``, read (and checked) afresh: a small file, and never a stale copy."""
     from effreason.steering.vector import SteeringVector
 
-    return SteeringVector.load(folder)
-
-
-def load_vector(settings: dict) -> Any:
-    """The settings' ``SteeringVector`` (read once per folder and content)."""
-    return _load(str(settings["vector"]), settings.get("vector_sha256"))
+    return SteeringVector.load(settings["vector"])
 
 
 class Steering:
@@ -44,6 +38,8 @@ class Steering:
     name = NAME
     requires = frozenset({Capability.RESIDUAL_HOOKS})
     setting_names = frozenset({"vector", "gamma", "vector_sha256"})
+    incompatible = {"early_exit": "an exit probe reads the hidden states of the model it was trained on, unsteered "
+                                  "(on vLLM from an unsteered HF copy of it)"}
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--steering", metavar="DIR",
@@ -80,6 +76,10 @@ class Steering:
         gamma = settings.get("gamma")
         return {**settings, "gamma": float(vec.gamma if gamma is None else gamma),
                 "vector_sha256": file_sha256(Path(settings["vector"]) / META_FILE)}
+
+    def chosen_gamma(self, folder: str) -> float:
+        """The strength the recipe chose for a vector folder (the leaderboard's knob is set around it)."""
+        return load_vector({"vector": folder}).gamma
 
     def check_model_source(self, settings: dict, model: str, adapter: str | None, tokenizer: Any) -> None:
         """Refuse, before any model loads, a vector extracted from another model than ``model`` (+ ``adapter``)."""

@@ -69,7 +69,7 @@ def closed_form_gamma(a: float, L: float, eps: float) -> dict:
 # --- measurements on held-out sequences ----------------------------------------------------------------
 
 
-def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], max_batch_tokens: int):
+def _batches(sequences: Sequence[Sequence[int]], max_batch_tokens: int):
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     batch: list[int] = []
     for i in order:
@@ -83,8 +83,8 @@ def _batches(sequences: Sequence[Sequence[int]], starts: Sequence[int], max_batc
 
 @torch.inference_mode()
 def _logits_at(model: Any, sequences, starts, batch, vector, layer, gamma, pad_id) -> list[torch.Tensor]:
-    """Per sequence of the batch, float32 log-probs at positions ``start .. len - 2`` with ``gamma * vector`` added
-    from ``start`` on."""
+    """Per sequence of the batch, its float32 next-token logits at positions ``start .. len - 2`` (copies: the
+    batch's full logits are freed), with ``gamma * vector`` added from ``start`` on."""
     device = next(model.parameters()).device
     width = max(len(sequences[i]) for i in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -95,7 +95,7 @@ def _logits_at(model: Any, sequences, starts, batch, vector, layer, gamma, pad_i
     start = torch.tensor([starts[i] for i in batch])
     with steer(model, vector, layer, gamma, start=start):
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-    return [logits[row, starts[i] : len(sequences[i]) - 1].float() for row, i in enumerate(batch)]
+    return [logits[row, starts[i] : len(sequences[i]) - 1].float().clone() for row, i in enumerate(batch)]
 
 
 def derivative_stats(model: Any, sequences: Sequence[Sequence[int]], starts: Sequence[int], vector: torch.Tensor,
@@ -107,7 +107,7 @@ def derivative_stats(model: Any, sequences: Sequence[Sequence[int]], starts: Seq
         step: the finite-difference step ``h`` in units of gamma.
     """
     first, second = [], []
-    for batch in _batches(sequences, starts, max_batch_tokens):
+    for batch in _batches(sequences, max_batch_tokens):
         plus = _logits_at(model, sequences, starts, batch, vector, layer, step, pad_id)
         zero = _logits_at(model, sequences, starts, batch, vector, layer, 0.0, pad_id)
         minus = _logits_at(model, sequences, starts, batch, vector, layer, -step, pad_id)
@@ -126,7 +126,7 @@ def kl_values(model: Any, sequences: Sequence[Sequence[int]], starts: Sequence[i
     """Per position (``start .. len - 2`` of each sequence, sequences in order), ``KL(p || p_steered)`` of the
     next-token distributions."""
     out: dict[int, torch.Tensor] = {}
-    for batch in _batches(sequences, starts, max_batch_tokens):
+    for batch in _batches(sequences, max_batch_tokens):
         base = _logits_at(model, sequences, starts, batch, vector, layer, 0.0, pad_id)
         steered = _logits_at(model, sequences, starts, batch, vector, layer, gamma, pad_id)
         for i, z, s in zip(batch, base, steered, strict=True):

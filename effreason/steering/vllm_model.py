@@ -100,8 +100,8 @@ def _last_query_tokens(num_tokens: int, device: torch.device) -> torch.Tensor | 
 class _Steering:
     """The hook: adds ``gamma * v`` at the last query token of each request, to the output at one layer."""
 
-    def __init__(self, vector: torch.Tensor, layer: int, gamma: float):
-        self.vector, self.layer, self.gamma = vector, layer, gamma
+    def __init__(self, vector: torch.Tensor, gamma: float):
+        self.vector, self.gamma = vector, gamma
         self._deltas: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def _delta(self, like: torch.Tensor) -> torch.Tensor:
@@ -138,7 +138,7 @@ def install_steering(model: torch.nn.Module, vllm_config: Any) -> _Steering:
     if vector.numel() != hidden:
         raise ValueError(f"the steering vector in {settings['vector_file']} has {vector.numel()} entries; the model "
                          f"has hidden_size {hidden}")
-    steering = _Steering(vector, layer, gamma)
+    steering = _Steering(vector, gamma)
     if layer == 0:
         model.model.embed_tokens.register_forward_hook(steering.embedding_hook)
     else:
