@@ -35,6 +35,15 @@ def num_layers(model: Any) -> int:
     return int(n)
 
 
+def model_shape(model_path: str) -> tuple[int | None, int | None]:
+    """``(decoder blocks, hidden size)`` of a model folder or hub id from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    config = getattr(config, "text_config", None) or config
+    return getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
+
+
 def resolve_layers(layers: Sequence[int | str], depth: int) -> list[int]:
     """Layer indices (``output_hidden_states`` convention) from ints, fractions of the depth ("1/3") or "last".
 

@@ -57,27 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     from effreason.hidden import num_layers, resolve_layers
     from effreason.jsonl import atomic_directory, write_json, write_jsonl
     from effreason.models import (
-        check_model_source,
         load_model_and_tokenizer,
         load_tokenizer,
         resolve_model_path,
     )
-    from effreason.outputs import check_output_path, pin_settings, source_fingerprint, tokenizer_fingerprint
-    from effreason.training.launch import check_process_group
-    from effreason.training.output_dir import claim_output_dir
+    from effreason.outputs import pin_settings, source_fingerprint, tokenizer_fingerprint
+    from effreason.training.launch import main_process_output
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, eval_args = parse_early_exit_args(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
-    check_model_source(args.model_name_or_path, "model_name_or_path")
-    check_output_path(args.output_dir, "output_dir")
-    from accelerate import PartialState
-
-    state = PartialState()
-    check_process_group(state)
-    if not state.is_main_process:  # one process does the work (the probe is small; generation is batched)
+    root = main_process_output(args.model_name_or_path, args.output_dir, RECIPE)
+    if root is None:  # one process does the work (the probe is small; generation is batched)
         return 0
-    root = Path(args.output_dir)
-    claim_output_dir(root, RECIPE)
     clock, seconds = time.perf_counter(), {}
     settings = {**args.settings(), "model_files": model_fingerprint(resolve_model_path(args.model_name_or_path)),
                 "rollouts_file_sha256": source_fingerprint(args.rollouts_file) if args.rollouts_file else None}

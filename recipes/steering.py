@@ -41,40 +41,30 @@ logger = logging.getLogger("recipes.steering")
 
 
 def main(argv: list[str] | None = None) -> int:
-
     from effreason.errors import UserError
     from effreason.evaluation.config import EvalConfig
     from effreason.evaluation.posttrain import write_comparison
     from effreason.evaluation.prompts import load_problems
     from effreason.grading import Grader
-    from effreason.hidden import resolve_layers
+    from effreason.hidden import model_shape, resolve_layers
     from effreason.jsonl import atomic_directory, read_jsonl, write_json, write_jsonl
     from effreason.models import (
-        check_model_source,
         load_model_and_tokenizer,
         load_tokenizer,
         resolve_model_path,
     )
-    from effreason.outputs import check_output_path, pin_settings, weights_fingerprint
+    from effreason.outputs import pin_settings, weights_fingerprint
     from effreason.steering import pairs as pair_sources
     from effreason.steering.args import parse_steering_args
     from effreason.steering.extract import directions
     from effreason.steering.vector import SteeringVector, model_record
-    from effreason.training.launch import check_process_group
-    from effreason.training.output_dir import claim_output_dir
+    from effreason.training.launch import main_process_output
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, eval_args = parse_steering_args(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG)
-    check_model_source(args.model_name_or_path, "model_name_or_path")
-    check_output_path(args.output_dir, "output_dir")
-    from accelerate import PartialState
-
-    state = PartialState()
-    check_process_group(state)
-    if not state.is_main_process:  # one process does the work: a few forward passes and greedy dev runs
+    root = main_process_output(args.model_name_or_path, args.output_dir, RECIPE)
+    if root is None:  # one process does the work: a few forward passes and greedy dev runs
         return 0
-    root = Path(args.output_dir)
-    claim_output_dir(root, RECIPE)
     clock, seconds = time.perf_counter(), {}
     model_path = resolve_model_path(args.model_name_or_path)
     settings = {**args.settings(), "model_files": weights_fingerprint(model_path),
@@ -89,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if (vector_dir / "steering.json").is_file():
         logger.info("reusing the vector in %s (made with these settings)", vector_dir)
     else:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model_path)
-        depth = int((getattr(config, "text_config", None) or config).num_hidden_layers)
+        depth = model_shape(model_path)[0]
         layers = sorted({resolve_layers([x], depth)[0] for x in args.layers})  # fractions may meet on a shallow model
         tokenizer = load_tokenizer(model_path)
 

@@ -73,17 +73,13 @@ class EarlyExit:
 
     def check_model_source(self, settings: dict, model: str, adapter: str | None, tokenizer: Any) -> None:
         """Refuse, before any model loads, a probe built for another model than ``model`` (+ ``adapter``)."""
-        from transformers import AutoConfig
-
         from effreason.early_exit.probe import ExitProbe
+        from effreason.hidden import model_shape
         from effreason.models import resolve_model_path
 
         path = resolve_model_path(model)
-        config = AutoConfig.from_pretrained(path)
-        config = getattr(config, "text_config", None) or config
-        ExitProbe.load(settings["probe"]).check_model(path, tokenizer, depth=getattr(config, "num_hidden_layers", None),
-                                                      hidden_size=getattr(config, "hidden_size", None),
-                                                      adapter=adapter)
+        depth, hidden = model_shape(path)
+        ExitProbe.load(settings["probe"]).check_model(path, tokenizer, depth=depth, hidden_size=hidden, adapter=adapter)
 
     def calibrated_deltas(self, probe_dir: str) -> list[float]:
         """The deltas a probe folder holds thresholds for."""

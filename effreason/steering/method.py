@@ -83,15 +83,12 @@ class Steering:
 
     def check_model_source(self, settings: dict, model: str, adapter: str | None, tokenizer: Any) -> None:
         """Refuse, before any model loads, a vector extracted from another model than ``model`` (+ ``adapter``)."""
-        from transformers import AutoConfig
-
+        from effreason.hidden import model_shape
         from effreason.models import resolve_model_path
 
         path = resolve_model_path(model)
-        config = AutoConfig.from_pretrained(path)
-        config = getattr(config, "text_config", None) or config
-        load_vector(settings).check_model(path, tokenizer, depth=getattr(config, "num_hidden_layers", None),
-                                          hidden_size=getattr(config, "hidden_size", None), adapter=adapter)
+        depth, hidden = model_shape(path)
+        load_vector(settings).check_model(path, tokenizer, depth=depth, hidden_size=hidden, adapter=adapter)
 
     def apply(self, hooks: Any, tokenizer: Any, settings: dict) -> Any:
         from effreason.steering.inject import SteeredModel

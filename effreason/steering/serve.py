@@ -20,18 +20,12 @@ from typing import Any
 
 
 def _checked(folder: str | Path, model: str, tokenizer: Any, adapter: str | None = None) -> Any:
-    from transformers import AutoConfig
+    """The folder's vector, refused unless it was extracted from ``model`` (+ ``adapter``)."""
+    from effreason.steering.method import METHOD, load_vector
 
-    from effreason.models import resolve_model_path
-    from effreason.steering.vector import SteeringVector
-
-    vec = SteeringVector.load(folder)
-    path = resolve_model_path(model)
-    config = AutoConfig.from_pretrained(path)
-    config = getattr(config, "text_config", None) or config
-    vec.check_model(path, tokenizer, depth=getattr(config, "num_hidden_layers", None),
-                    hidden_size=getattr(config, "hidden_size", None), adapter=adapter)
-    return vec
+    settings = {"vector": str(folder)}
+    METHOD.check_model_source(settings, model, adapter, tokenizer)
+    return load_vector(settings)
 
 
 def steered_hf(folder: str | Path, model: str, *, gamma: float | None = None, adapter: str | None = None,
