@@ -73,7 +73,7 @@ class BenchmarkSpec:
 
     Attributes:
         name: benchmark name (also the folder name under ``data_dir``).
-        splits: our split name -> Hub split name (for "lab"/"lab_hard": the lab split).
+        splits: our split name -> Hub split name (for the lab benchmarks: the lab split).
         hub_id: Hugging Face dataset id (``None`` for the lab).
         hub_config: Hub configuration name, if any.
         local_paths: our split name -> file path relative to ``data_dir``.
@@ -238,7 +238,8 @@ class BenchmarkRegistry(Mapping[str, BenchmarkSpec]):
 
 
 #: Benchmarks defined in their own module (imported on first lookup): name -> module with ``BENCHMARK_SPECS``.
-BENCHMARK_MODULES: dict[str, str] = {"lab": "effreason.lab.benchmark", "lab_hard": "effreason.lab.benchmark"}
+BENCHMARK_MODULES: dict[str, str] = {"lab": "effreason.lab.benchmark", "lab_hard": "effreason.lab.benchmark",
+                                     "lab_mixed": "effreason.lab.benchmark"}
 
 BENCHMARKS: BenchmarkRegistry = BenchmarkRegistry(
     (

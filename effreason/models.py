@@ -17,7 +17,10 @@ logger = logging.getLogger(__name__)
 #: The shipped overthinker (rebuild it with ``effreason lab bootstrap --out effreason/lab/checkpoint``).
 LAB_MODEL_DIR = Path(__file__).parent / "lab" / "checkpoint"
 
-_ALIASES = {"lab": LAB_MODEL_DIR}
+#: The lab's base model that answers without thinking (``recipes/lora_adapter.py``; effreason.lab.trainers.direct).
+LAB_BASE_DIR = Path(__file__).parent / "lab" / "base_checkpoint"
+_ALIASES = {"lab": LAB_MODEL_DIR, "lab_base": LAB_BASE_DIR}
+_REBUILD = {"lab": "effreason lab bootstrap --out {path}", "lab_base": "effreason lab bootstrap-base --out {path}"}
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
@@ -26,14 +29,13 @@ _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
-    """Map an alias (``lab``) to its directory; pass local paths and hub ids through."""
+    """Map an alias (``lab``, ``lab_base``) to its directory; pass local paths and hub ids through."""
     key = str(name_or_path)
     if key in _ALIASES:
         path = _ALIASES[key]
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
-                f"the {key!r} model is missing at {path}; rebuild it with "
-                f"`effreason lab bootstrap --out {path}`"
+                f"the {key!r} model is missing at {path}; rebuild it with `{_REBUILD[key].format(path=path)}`"
             )
         return str(path)
     return key
@@ -194,11 +196,14 @@ def load_model_and_tokenizer(
     adapter: str | os.PathLike | None = None,
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
+    merge_adapter: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM (alias, path or hub id) and its tokenizer, optionally with a LoRA adapter.
 
     Args:
         adapter: path of a PEFT adapter to apply (merged into the weights for fast generation).
+        merge_adapter: ``False`` keeps the adapter apart (a ``PeftModel``), so it can be switched off per
+            batch (``with model.disable_adapter():``, the routed reasoning adapter).
         dtype: ``"float32"``, ``"bfloat16"``, ... or a torch dtype; default float32 on CPU, bf16 on CUDA.
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
     """
@@ -216,7 +221,9 @@ def load_model_and_tokenizer(
         if adapter is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-            logger.info("merged adapter %s into %s", adapter, path)
+            model = PeftModel.from_pretrained(model, str(adapter))
+            if merge_adapter:
+                model = model.merge_and_unload()
+                logger.info("merged adapter %s into %s", adapter, path)
     model.to(device).eval()
     return model, tokenizer

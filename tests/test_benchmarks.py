@@ -119,10 +119,11 @@ def test_limit_stops_before_later_bad_rows(tmp_path):
 
 
 def test_specs():
-    assert set(BENCHMARKS) == {"gsm8k", "math500", "math", "aime24", "aime25", "amc23", "lab", "lab_hard"}
+    assert set(BENCHMARKS) == {"gsm8k", "math500", "math", "aime24", "aime25", "amc23", "lab", "lab_hard",
+                               "lab_mixed"}
     assert all(isinstance(spec, BenchmarkSpec) for spec in BENCHMARKS.values())
     assert [n for n, s in BENCHMARKS.items() if s.last_number_fallback] == ["gsm8k"]
-    assert {n for n, s in BENCHMARKS.items() if s.grading_mode == "exact"} == {"lab", "lab_hard"}
+    assert {n for n, s in BENCHMARKS.items() if s.grading_mode == "exact"} == {"lab", "lab_hard", "lab_mixed"}
     assert BENCHMARKS["lab"].instruction is None and BENCHMARKS["math500"].instruction == MATH_INSTRUCTION
     assert BENCHMARKS["gsm8k"].local_paths == {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}
     assert BENCHMARKS["aime24"].splits == {"test": "train"}  # the Hub copy calls its only split "train"

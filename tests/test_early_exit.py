@@ -11,15 +11,10 @@ import torch
 
 from effreason.early_exit.conformal import Thresholds, calibrate, class_threshold, conformal_rank, exit_mask
 from effreason.early_exit.cues import CueMatcher
-from effreason.early_exit.probe import (
-    ExitProbe,
-    ProbeError,
-    build_mlp,
-    model_fingerprint,
-    tokenizer_fingerprint,
-)
+from effreason.early_exit.probe import ExitProbe, ProbeError, build_mlp, model_fingerprint
 from effreason.format import THINK_END
 from effreason.generation.thinking import single_token_id
+from effreason.outputs import tokenizer_fingerprint
 
 # --- cues ------------------------------------------------------------------------------------------------
 

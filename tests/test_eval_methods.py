@@ -44,10 +44,10 @@ class BanMethod:
 
 
 class SteerMethod:
-    """Needs the residual stream and an adapter per prompt: no backend declares both."""
+    """Needs the residual stream, hidden states and an adapter per prompt: only HF declares all three."""
 
     name = "steer"
-    requires = frozenset({Capability.RESIDUAL_HOOKS, Capability.PER_PROMPT_ADAPTER})
+    requires = frozenset({Capability.RESIDUAL_HOOKS, Capability.HIDDEN_STATES, Capability.PER_PROMPT_ADAPTER})
     setting_names = frozenset({"vector"})
 
     def add_arguments(self, parser):
@@ -95,12 +95,11 @@ def test_refusal_names_the_missing_capability(ban_method, tmp_path):
         build_backend("vllm", "m", sampling=Sampling(), methods={"ban": {"token_id": 3}})
     methods.register_method(SteerMethod())
     try:
-        with pytest.raises(ValueError, match="'vllm': it needs per_prompt_adapter, which 'vllm' does "
-                                             "not support; no backend can run it yet"):
+        with pytest.raises(ValueError, match="'vllm': it needs hidden_states, which 'vllm' does "
+                                             "not support; use --backend hf"):
             EvalConfig(output=str(tmp_path), model="m", benchmark="lab", backend="vllm",
                        methods={"steer": {"vector": "v"}})
-        with pytest.raises(ValueError, match="'hf': it needs per_prompt_adapter, which 'hf' does not support"):
-            EvalConfig(output=str(tmp_path), model="m", benchmark="lab", methods={"steer": {"vector": "v"}})
+        EvalConfig(output=str(tmp_path), model="m", benchmark="lab", methods={"steer": {"vector": "v"}})  # HF: fine
     finally:
         methods.unregister_method("steer")
     hf_only = SteerMethod()
@@ -124,7 +123,7 @@ def test_method_names_and_settings_are_checked_with_a_suggestion(ban_method, tmp
         config(budget_forcng={"budgets": [16]})
     with pytest.raises(ValueError, match="method 'ban' has no setting 'token'; did you mean 'token_id'"):
         config(ban={"token": 3})
-    with pytest.raises(ValueError, match="unknown generation method 'zzz' \\(known: ban, budget_forcing, early_exit, "
+    with pytest.raises(ValueError, match="unknown generation method 'zzz' \\(known: adapter_router, ban, budget_forcing, early_exit, "
                                          "first_finish, s1, short_m_at_k, steering, thinking_stop\\)"):
         config(zzz={})
     assert config(ban={"token_id": 3}).methods == {"ban": {"token_id": 3}}

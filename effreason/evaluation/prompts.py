@@ -21,6 +21,8 @@ class Problem:
     Attributes:
         index: position in the benchmark (after ``--limit``), also the base of its sampling seed.
         prompt: the rendered prompt text (chat template applied).
+        messages: the chat messages it was rendered from (a method may render a variant of them, e.g. the
+            routed adapter's bucket instruction).
     """
 
     index: int
@@ -28,6 +30,7 @@ class Problem:
     prompt: str
     prompt_ids: list[int]
     answer: str
+    messages: list[dict] | None = None
 
 
 @dataclass
@@ -67,7 +70,8 @@ def load_problems(cfg: EvalConfig, tokenizer: PreTrainedTokenizerBase) -> Task:
             messages = with_instruction(messages, extra)
         text, ids = render_prompt(tokenizer, messages, chat_template=cfg.chat_template,
                                   template_kwargs=cfg.chat_template_kwargs)
-        problems.append(Problem(index=i, id=str(row["id"]), prompt=text, prompt_ids=list(ids), answer=str(row["answer"])))
+        problems.append(Problem(index=i, id=str(row["id"]), prompt=text, prompt_ids=list(ids), answer=str(row["answer"]),
+                                messages=messages))
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("problem ids are not unique; pass --id-field naming a unique field (or none, to number rows)")

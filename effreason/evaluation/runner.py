@@ -24,7 +24,7 @@ import effreason
 from effreason.evaluation import report, store
 from effreason.evaluation.config import EvalConfig
 from effreason.evaluation.prompts import Problem, Task, load_problems
-from effreason.format import THINK_END, completion_in_context
+from effreason.format import THINK_END, completion_in_context, render_prompt
 from effreason.generation.backends import Backend, Sampling, build_backend
 from effreason.generation.methods import Rollout, post_processors, sampler
 from effreason.generation.thinking import single_token_id, split_token_counts
@@ -69,6 +69,11 @@ class ChunkRunner:
         self.sample = sampler(backend, cfg.method_settings())
         self.steps = post_processors(backend, cfg.method_settings())
 
+    def render(self, messages: list[dict]) -> list[int]:
+        """Prompt ids of ``messages`` rendered as this run renders its problems."""
+        return render_prompt(self.backend.tokenizer, messages, chat_template=self.cfg.chat_template,
+                             template_kwargs=self.cfg.chat_template_kwargs)[1]
+
     def generate(self, chunk: list[Problem]) -> list[Rollout]:
         """The chunk's rollouts: each sample as generated (``budget=None``), then what the methods made of it.
 
@@ -77,7 +82,10 @@ class ChunkRunner:
         cfg = self.cfg
         prompts, seeds = [p.prompt_ids for p in chunk], [cfg.seed + p.index for p in chunk]
         if self.sample is not None:  # a method draws the samples itself (s1, short-m@k)
-            drawn = self.sample(prompts, cfg.samples, cfg.max_new_tokens, seeds)
+            extra = {}
+            if getattr(self.sample, "takes_messages", False):  # it renders variants of the prompts (buckets)
+                extra = {"messages": [p.messages for p in chunk], "render": self.render}
+            drawn = self.sample(prompts, cfg.samples, cfg.max_new_tokens, seeds, **extra)
             rollouts = [Rollout(p.prompt_ids, g, seed=cfg.seed + p.index, origin=(p, s), new_tokens=new, info=info)
                         for p, samples in zip(chunk, drawn, strict=True) for s, (g, info, new) in enumerate(samples)]
         else:

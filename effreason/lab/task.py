@@ -41,6 +41,9 @@ class Difficulty:
 DEFAULT_DIFFICULTY = Difficulty(3, 6)
 HARD_DIFFICULTY = Difficulty(7, 8)
 TRAIN_DIFFICULTY = Difficulty(2, 8)
+#: The mixed split (``lab_mixed``): one to eight steps, where routing between a model that answers
+#: directly (one or two steps) and one that reasons (the rest) matters.
+MIXED_DIFFICULTY = Difficulty(1, 8)
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,15 @@ class KimiLength:
         return rewards
 
 
+def _thinking_length(ids: Sequence[int], length: int, think_end_id: int) -> int:
+    """Tokens up to and including the last ``</think>`` among the first ``length`` ids (all of them without one)."""
+    ids = list(ids[:length])
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] == think_end_id:
+            return i + 1
+    return length
+
+
 class TLDRLength:
     """Multi-level length-penalised reward after TLDR (arXiv 2505.07961): replaces correctness.
 
@@ -157,13 +166,23 @@ class TLDRLength:
         lambdas: one weight for all levels, or level -> ``lambda_l``.
         floors: level -> minimum tokens ``F_l`` for the levels that have one (must be below ``B_l``).
         level_column: dataset column holding each prompt's level.
+        tokens: what ``L`` counts: ``"completion"`` (every generated token, TLDR) or ``"thinking"`` (the tokens up
+            to and including the last ``</think>``, all of them when it never closes: the reasoning adapter's
+            length buckets, ``recipes/lora_adapter.py``), which needs ``think_end_id``.
+        think_end_id: the id of ``</think>`` (a single token) for ``tokens="thinking"``.
         mode, timeout_s, answer_column: passed to ``Correctness``.
     """
 
     def __init__(self, *, budgets: Mapping[str, int], lambdas: float | Mapping[str, float] = 1.0,
                  floors: Mapping[str, int] | None = None, level_column: str = "length_level",
+                 tokens: str = "completion", think_end_id: int | None = None,
                  mode: str = "math", timeout_s: float = 5.0, answer_column: str = "answer") -> None:
         self.__name__ = "tldr"
+        if tokens not in ("completion", "thinking"):
+            raise ValueError(f"tldr: tokens must be 'completion' or 'thinking', got {tokens!r}")
+        if tokens == "thinking" and (isinstance(think_end_id, bool) or not isinstance(think_end_id, int)):
+            raise ValueError("tldr: tokens: thinking counts up to </think>, so it needs think_end_id (its token id)")
+        self.tokens, self.think_end_id = tokens, think_end_id
         if not budgets:
             raise ValueError("tldr: budgets must map at least one level to a token budget")
         self.budgets = {
@@ -194,6 +213,9 @@ class TLDRLength:
                  completion_ids: Sequence[Sequence[int]], **kwargs: Any) -> list[float | None]:
         n = len(completions)
         lengths = completion_lengths(completion_ids, n, self.__name__)
+        if self.tokens == "thinking":
+            lengths = [_thinking_length(ids, length, self.think_end_id) for ids, length in
+                       zip(completion_ids, lengths, strict=True)]
         levels = batch_column(kwargs, self.level_column, n, self.__name__, "requested length level")
         correct = self.correctness.grade_from_kwargs(completions, kwargs, self.__name__)
         rewards: list[float | None] = []

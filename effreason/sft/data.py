@@ -22,6 +22,7 @@ from effreason.format import (
     prompt_opens_thinking,
     render_prompt,
     resolve_instruction,
+    with_instruction,
 )
 from effreason.jsonl import read_jsonl, write_json, write_jsonl
 
@@ -124,7 +125,8 @@ def read_variant(path: Path, rows: Sequence[dict]) -> list[dict]:
 
 
 def sft_dataset(rows: Sequence[dict], completion_field: str, *, instruction: str | None = None,
-                system_prompt: str | None = None, tokenizer=None) -> Dataset:
+                system_prompt: str | None = None, tokenizer=None,
+                row_instructions: Sequence[str | None] | None = None) -> Dataset:
     """Prompt-completion rows for TRL's ``SFTTrainer`` (loss on the completion only).
 
     The prompt is rebuilt from ``problem`` with ``effreason.format.chat_prompt``, as the eval suite
@@ -138,10 +140,17 @@ def sft_dataset(rows: Sequence[dict], completion_field: str, *, instruction: str
         completion_field: ``completion`` (unpruned) or ``pruned_completion``.
         instruction: appended to each problem (``math`` = the boxed-answer instruction).
         tokenizer: the tokenizer of the model being trained (None: conversational rows).
+        row_instructions: per row, text appended after ``instruction`` (``None``: nothing), e.g. the reasoning
+            adapter's length-bucket instruction.
     """
     extra = resolve_instruction(instruction)
-    data = [{"prompt": chat_prompt(row["problem"], instruction=extra, system_prompt=system_prompt),
-             "completion": [{"role": "assistant", "content": row[completion_field]}]} for row in rows]
+    per_row = list(row_instructions) if row_instructions is not None else [None] * len(rows)
+    if len(per_row) != len(rows):
+        raise ValueError(f"got {len(per_row)} row instructions for {len(rows)} rows")
+    data = [{"prompt": with_instruction(chat_prompt(row["problem"], instruction=extra, system_prompt=system_prompt),
+                                        own),
+             "completion": [{"role": "assistant", "content": row[completion_field]}]}
+            for row, own in zip(rows, per_row, strict=True)]
     if tokenizer is None or not tokenizer.chat_template or all(_template_keeps(tokenizer, r) for r in data):
         return Dataset.from_list(data)
     logger.info("the chat template does not keep completions as written (thinking dropped or <think> opened "

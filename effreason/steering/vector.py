@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from effreason.artifacts import model_record  # noqa: F401 (kept importable from here)
+
 FORMAT = "effreason-steering-vector"
 VERSION = 1
 WEIGHTS_FILE, META_FILE = "steering.safetensors", "steering.json"
@@ -69,28 +71,13 @@ class SteeringVector:
         Raises:
             SteeringError: naming what differs and what to do.
         """
-        from effreason.outputs import tokenizer_fingerprint, weights_fingerprint
+        from effreason.artifacts import check_built_for
 
         if model_path is not None and not isinstance(model_path, (str, os.PathLike)):
             raise SteeringError(f"check_model takes the model's folder or hub id, not a {type(model_path).__name__}")
-        if model_path is not None:
-            from effreason.models import resolve_model_path
-
-            model_path = resolve_model_path(model_path)
-        built = self.model
-        adapter_now = weights_fingerprint(adapter) if adapter else None
-        if built.get("adapter") != adapter_now:
-            raise SteeringError(f"this steering vector was built for model {built.get('name')!r} with adapter "
-                                f"{built.get('adapter')}, and the model now has adapter {adapter_now} ({adapter}): "
-                                "its residual stream differs; extract a vector for this model and adapter")
-        now = {"weights": weights_fingerprint(model_path) if model_path else None,
-               "tokenizer": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
-               "num_layers": depth, "hidden_size": hidden_size}
-        diff = [k for k, v in now.items() if v is not None and built.get(k) is not None and built.get(k) != v]
-        if diff:
-            raise SteeringError(f"this steering vector was built for model {built.get('name')!r} and does not fit "
-                                f"{model_path}: {', '.join(f'{k} {built.get(k)} != {now[k]}' for k in diff)}; "
-                                "extract one for this model with recipes/steering.py --model_name_or_path ...")
+        check_built_for(self.model, model_path, tokenizer, error=SteeringError, what="steering vector",
+                        adapter=adapter, depth=depth, hidden_size=hidden_size,
+                        rebuild="extract one for this model (and adapter) with recipes/steering.py --model_name_or_path ...")
         if depth is not None and self.layer > depth:
             raise SteeringError(f"this steering vector acts at layer {self.layer} and the model has {depth} layers")
 
@@ -158,13 +145,3 @@ def _is_int(x: Any) -> bool:
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def model_record(name: str, model_path: str, tokenizer: Any, *, num_layers: int, hidden_size: int,
-                 adapter: str | None = None) -> dict:
-    """What ``check_model`` compares: the model's name, folder, weights, adapter and tokenizer fingerprints, shape."""
-    from effreason.outputs import tokenizer_fingerprint, weights_fingerprint
-
-    return {"name": name, "path": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
-            "weights": weights_fingerprint(model_path), "adapter": weights_fingerprint(adapter) if adapter else None,
-            "tokenizer": tokenizer_fingerprint(tokenizer), "num_layers": num_layers, "hidden_size": hidden_size}

@@ -45,12 +45,14 @@ def policy_path(model_args: Any, adapter: str | None, merged_dir: Path) -> str:
 def build_grpo_trainer(grpo_args: Any, model_args: Any, train_dataset: Any, reward_funcs: list[Callable],
                        reward_weights: list[float], *, adapter: str | None = None,
                        reinit_embeddings: Sequence[str] = (), dynamic_sampling: bool = False,
-                       vllm_dtype: str | None = None) -> Any:
+                       vllm_dtype: str | None = None, train_adapter: str | None = None) -> Any:
     """An ``EfficientGRPOTrainer`` for one stage, logging to ``<output_dir>/train_log.jsonl``.
 
     The policy starts from ``model_args.model_name_or_path`` (with ``adapter`` merged in, and the
     ``reinit_embeddings`` words' embeddings re-drawn: both saved once under ``output_dir``).
-    ``grpo_args`` receives the reward weights and the model dtype.
+    ``train_adapter``: a LoRA adapter folder whose weights RL trains further, the base frozen (the reasoning
+    adapter's stage 2; ``model_args``' own LoRA settings are then unused). ``grpo_args`` receives the reward
+    weights and the model dtype.
     """
     from accelerate import PartialState
     from trl import get_peft_config
@@ -70,15 +72,31 @@ def build_grpo_trainer(grpo_args: Any, model_args: Any, train_dataset: Any, rewa
     grpo_args.reward_weights = reward_weights
     grpo_args.model_init_kwargs = {**(grpo_args.model_init_kwargs or {}), "dtype": model_args.dtype or "auto"}
     tokenizer = load_tokenizer(model_path)
+    policy, peft_config = model_path, get_peft_config(model_args)
+    if train_adapter is not None:
+        policy, peft_config = trainable_adapter_model(model_path, train_adapter, model_args.dtype), None
+        grpo_args.model_init_kwargs = None  # the model is built here
     with vllm_dtype_context(vllm_dtype if grpo_args.use_vllm else None):
         trainer = EfficientGRPOTrainer(
-            model=model_path, reward_funcs=reward_funcs, args=grpo_args, train_dataset=train_dataset,
-            processing_class=tokenizer, peft_config=get_peft_config(model_args), dynamic_sampling=dynamic_sampling,
+            model=policy, reward_funcs=reward_funcs, args=grpo_args, train_dataset=train_dataset,
+            processing_class=tokenizer, peft_config=peft_config, dynamic_sampling=dynamic_sampling,
         )
     trainer.add_callback(JsonlLogCallback(out / LOG_FILE))
     # recorded in training_done.json (grpo_details): what the stage started from
-    trainer.start_info = {"peft": bool(model_args.use_peft), "policy_path": model_path}
+    trainer.start_info = {"peft": bool(model_args.use_peft or train_adapter), "policy_path": model_path,
+                          **({"start_adapter": str(train_adapter)} if train_adapter else {})}
     return trainer
+
+
+def trainable_adapter_model(model_path: str, adapter: str, dtype: str | None) -> Any:
+    """The base model with ``adapter`` loaded trainable: only the LoRA weights get gradients."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype) if dtype and dtype != "auto"
+                                                 else "auto")
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
 
 
 def grpo_details(trainer: Any, result: Any, resumed_from: Any) -> dict:

