@@ -13,7 +13,7 @@ to open a chain of thought itself, so greedy it always answers directly. This is
 hybrid chat model (Qwen3's thinking switch: the same weights continue a chain of thought when the template
 opens one). Measured without rehearsal: the direct-answer training wiped the trace skills, and a rank-32
 LoRA SFT of 400 steps on 12,800 traces learned the trace format but not the steps (it wrote one value
-everywhere: 200 test problems, accuracy 0.0, truncation 0.445).
+everywhere: 200 test problems, accuracy 0.025, truncation 0.445).
 
 What a tiny model can do in one forward pass: the composition of one or two look-ups, not six. So the direct
 answers are taught on one-, two- and three-step problems (``PHASES``: most weight on two steps, which take
