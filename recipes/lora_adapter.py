@@ -218,9 +218,23 @@ def _build_router(recipe, sft, base, tokenizer, router_dir: Path) -> None:
     from effreason.hidden import model_shape, resolve_layers
     from effreason.jsonl import atomic_directory
     from effreason.models import load_model_and_tokenizer
+    from effreason.training.stages import start_weights
 
+    settings = {k: getattr(recipe, k) for k in ("router_dataset", "router_split", "router_calibration_split",
+                                                 "router_problems", "router_calibration_problems", "router_layers",
+                                                 "router_target_accuracy", "router_confidence",
+                                                 "router_max_new_tokens", "instruction", "system_prompt")}
+    settings.update(seed=sft.seed, base=start_weights(base))
     if (router_dir / META_FILE).is_file():
-        logger.info("%s exists: reusing the router (delete it to train another)", router_dir)
+        import json
+
+        from effreason.errors import UserError
+
+        saved = json.loads((router_dir / META_FILE).read_text(encoding="utf-8")).get("training", {}).get("settings")
+        if saved != json.loads(json.dumps(settings)):
+            raise UserError(f"{router_dir} holds a router built with other settings or another base; delete that "
+                            "folder to train a new one, or use another output_dir")
+        logger.info("%s exists and was built with these settings: reusing the router", router_dir)
         return
     depth, hidden = model_shape(base)
     layers = resolve_layers(recipe.router_layers, depth)
@@ -236,6 +250,7 @@ def _build_router(recipe, sft, base, tokenizer, router_dir: Path) -> None:
                           seed=sft.seed, max_new_tokens=recipe.router_max_new_tokens,
                           batch_size=recipe.router_batch_size,
                           model_record=model_record(base, base, tokenizer, num_layers=depth, hidden_size=hidden))
+    router.training["settings"] = settings
     with atomic_directory(router_dir) as tmp:
         router.save(tmp)
 

@@ -55,6 +55,9 @@ def test_lab_run_writes_adapter_router_and_comparison(tmp_path):
     router_sha = _file_sha(out / "router" / "router.json")
     assert load_recipe("lora_adapter").main(["--config", str(config)]) == 0
     assert _file_sha(out / "router" / "router.json") == router_sha
+    changed = _config(tmp_path / "c2.yaml", config, router_confidence=0.5)  # a stale router is never reused
+    with pytest.raises(ValueError, match="router built with other settings"):
+        load_recipe("lora_adapter").main(["--config", str(changed)])
 
 
 def test_real_model_config_parses():
@@ -90,14 +93,11 @@ def test_real_config_runs_all_stages_on_a_tiny_bpe_model(tiny_bpe_model, benchma
         traces=str(traces), data_dir=str(benchmarks_dir), bf16=False, use_cpu=True, gradient_checkpointing=False,
         max_length=512, per_device_train_batch_size=4, gradient_accumulation_steps=1, router_problems=16,
         router_calibration_problems=16, router_max_new_tokens=16, eval_limit=2, eval_max_new_tokens=16,
-        eval_backend="hf", compare_benchmarks=["gsm8k"],
+        eval_backend="hf", compare_benchmarks=["gsm8k"], rl_dataset="gsm8k", rl_dataset_limit=8,
+        router_dataset="gsm8k",
         rl={"max_steps": 1, "use_vllm": False, "bf16": False, "gradient_checkpointing": False,
             "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-            "max_completion_length": 16, "rl_dataset_limit": None} | {})
-    cfg = yaml.safe_load(config.read_text())
-    cfg["rl"].pop("rl_dataset_limit")
-    cfg.update(rl_dataset="gsm8k", rl_dataset_limit=8, router_dataset="gsm8k")
-    config.write_text(yaml.safe_dump(cfg))
+            "max_completion_length": 16})
     assert load_recipe("lora_adapter").main(["--config", str(config)]) == 0
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 64
     assert (out / "rl" / "training_done.json").is_file() and (out / "router" / "router.json").is_file()
