@@ -34,6 +34,7 @@ def test_buckets_sorted_with_default_instructions_and_hindsight_labels():
     ({"a": {"tokens": 64}, "b": {"tokens": 64}}, "same number of tokens"),
     ({}, "must map each bucket"),
     ({"short": {"tokens": 64, "penalty": -1}}, "penalty must be a number >= 0"),
+    ({"long": {"tokens": 64, "floor": 64}}, "long.floor must be a number of thinking tokens between 0 and 64"),
 ])
 def test_bad_buckets_are_refused_by_name(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -253,6 +254,20 @@ def test_tldr_reward_can_count_thinking_tokens_only():
     assert r == [1.0, 1.0 - (8 - 4) / 4]
     with pytest.raises(ValueError, match="needs think_end_id"):
         TLDRLength(budgets={"short": 4}, tokens="thinking")
+
+
+def test_bucket_reward_penalises_leaving_the_band_between_floor_and_tokens():
+    from effreason.adapters.data import bucket_reward_spec
+    from effreason.rewards.registry import build_reward
+
+    buckets = parse_buckets({"short": {"tokens": 4}, "long": {"tokens": 8, "floor": 4, "penalty": 2.0}})
+    reward = build_reward(bucket_reward_spec(buckets, think_end_id=9, mode="exact"))
+    done = "<think> a </think> the answer is \\boxed{ 3 }"
+    two, six, ten = [1, 9, 5], [1, 2, 3, 4, 5, 9, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 5]
+    r = reward([None] * 4, [done] * 4, [two, two, six, ten], length_bucket=["short", "long", "long", "long"],
+               answer=["3"] * 4)
+    assert r == [1.0, 1.0 - 2.0 * (4 - 2) / 4, 1.0, 1.0 - 2.0 * (10 - 8) / 8]
+    assert "floors" not in bucket_reward_spec(BUCKETS, think_end_id=9, mode="exact")
 
 
 def test_routing_figures_join_routed_base_and_adapter_rows():

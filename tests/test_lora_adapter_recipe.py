@@ -37,7 +37,7 @@ def test_lab_run_writes_adapter_router_and_comparison(tmp_path):
     before = _file_sha(LAB_BASE_DIR / "model.safetensors")
     out = tmp_path / "run"
     config = _config(tmp_path / "c.yaml", LAB, output_dir=str(out), num_traces=64, router_problems=120,
-                     router_calibration_problems=120, eval_limit=8, compare_vllm=False,
+                     router_calibration_problems=120, eval_limit=8, compare_vllm=False, compare_sft=True,
                      rl={"max_steps": 2, "per_device_train_batch_size": 12, "max_completion_length": 48})
     assert load_recipe("lora_adapter").main(["--config", str(config)]) == 0
     assert _file_sha(LAB_BASE_DIR / "model.safetensors") == before  # RL trained the adapter alone
@@ -48,6 +48,7 @@ def test_lab_run_writes_adapter_router_and_comparison(tmp_path):
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     runs = {(r["benchmark"], r["run"]) for r in rows}
     assert {(b, r) for b in ("lab_mixed", "lab") for r in ("base", "adapter", "routed")} <= runs
+    assert ("lab", "sft-short") in runs and ("lab_mixed", "sft") not in runs  # before RL, on the last benchmark
     routed = [json.loads(line) for line in (out / "eval" / "lab_mixed" / "routed" / "samples.jsonl").read_text()
               .splitlines()]
     assert all(r["method_info"]["route"] in ("base", "adapter") for r in routed)
@@ -73,6 +74,13 @@ def test_real_model_config_parses():
     assert model.use_peft and 64 <= model.lora_r <= 128
     assert rl_config(recipe.rl, sft, "/tmp/x/rl").use_vllm
     assert [b for b in recipe.buckets] == ["short", "medium", "long"]
+
+
+def test_a_bad_vllm_check_size_is_refused():
+    from effreason.adapters.args import LoRAAdapterArguments
+
+    with pytest.raises(ValueError, match="compare_vllm_limit must be >= 1"):
+        LoRAAdapterArguments(compare_vllm_limit=0)
 
 
 def test_a_typo_in_the_rl_block_names_the_closest_key(tmp_path):

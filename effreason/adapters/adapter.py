@@ -31,7 +31,8 @@ def write_adapter_info(folder: str | Path, *, base: dict, buckets: Sequence[Buck
 
     write_json(Path(folder) / INFO_FILE, {
         "format": FORMAT, "version": VERSION, "base": base,
-        "buckets": {b.name: {"tokens": b.tokens, "instruction": b.instruction, "penalty": b.penalty} for b in buckets},
+        "buckets": {b.name: {"tokens": b.tokens, "instruction": b.instruction, "penalty": b.penalty}
+                    | ({"floor": b.floor} if b.floor is not None else {}) for b in buckets},
         "training": training})
 
 

@@ -42,7 +42,8 @@ class LoRAAdapterArguments:
                 "(hindsight labels; effreason.adapters.data)"})
     buckets: dict = field(default_factory=_default_buckets, metadata={
         "help": "length buckets: name -> {tokens (thinking tokens), instruction (default 'think for N tokens'), "
-                "penalty (the RL reward's weight on going over)}"})
+                "penalty (the RL reward's weight on leaving the bucket), floor (optional: the RL reward also "
+                "penalises thinking shorter than this)}"})
     instruction: str | None = field(default=None, metadata={
         "help": "text appended to every problem (training, router and eval); `math` = the boxed-answer instruction"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message of every prompt"})
@@ -81,7 +82,12 @@ class LoRAAdapterArguments:
         "help": "benchmarks of comparison.json: base, adapter, adapter per bucket, routed (first: the mixed split)"})
     compare_vllm: bool = field(default=True, metadata={
         "help": "with eval_backend hf: also run the routed system on vLLM (one engine, the adapter's LoRARequest on "
-                "adapter-routed prompts) and compare its greedy completions with HF's"})
+                "adapter-routed prompts) on the first benchmark and compare its greedy completions with HF's"})
+    compare_vllm_limit: int | None = field(default=None, metadata={
+        "help": "that vLLM check on the first N problems only (None: all of them)"})
+    compare_sft: bool = field(default=True, metadata={
+        "help": "also evaluate the SFT adapter before RL, unbucketed and per bucket, on the last benchmark (what RL "
+                "changed)"})
     stages: list[str] = field(default_factory=lambda: list(STAGES), metadata={
         "help": "stages to run: sft, rl, router, eval (a finished stage is reused)"})
 
@@ -100,6 +106,8 @@ class LoRAAdapterArguments:
         if not 0 < self.router_target_accuracy <= 1 or not 0 <= self.router_confidence < 1:
             raise ValueError(f"router_target_accuracy must be in (0, 1] and router_confidence in [0, 1), got "
                              f"{self.router_target_accuracy}, {self.router_confidence}")
+        if self.compare_vllm_limit is not None and self.compare_vllm_limit < 1:
+            raise ValueError(f"compare_vllm_limit must be >= 1 (or null for all problems), got {self.compare_vllm_limit}")
         for key in ("router_problems", "router_calibration_problems", "router_max_new_tokens", "router_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

@@ -2,7 +2,16 @@
 
 A bucket is a name, a budget of thinking tokens and the instruction appended to the prompt that requests
 it (default ``"think for <tokens> tokens"``). The paper prompts buckets of about 1k and 3k tokens and does
-not publish its wording or reward; both are ours (``effreason.rewards.BucketLength`` is the reward).
+not publish its wording or reward; both are ours (``effreason.adapters.data.bucket_reward_spec``: the
+``tldr`` reward counting thinking tokens).
+
+A bucket may also have a ``floor``: the RL reward then penalises thinking *shorter* than it too, so the
+bucket is the band ``[floor, tokens]``. Without floors RL on a task where short traces are as accurate as
+long ones (the lab) pulls every bucket to the shortest reliable length (measured: the lab's long and
+medium buckets fell from 136 and 115 greedy thinking tokens to 33 within 30 steps at lr 1e-4), because
+under sampling fewer tokens mean fewer slips. A floor at the next smaller bucket's budget matches the
+SFT's hindsight labels (a trace is labelled with the smallest bucket it fits, so the bucket's examples lie
+above the smaller budget). Floors only shape the RL reward; "within a bucket" at deployment means at most ``tokens``.
 
 The buckets an adapter was trained with are saved next to it (``effreason_adapter.json`` in the adapter
 folder, ``effreason.adapters.adapter``), so ``effreason eval --adapter DIR --bucket short`` finds the
@@ -23,7 +32,8 @@ class Bucket:
     name: str
     tokens: int
     instruction: str
-    penalty: float = 1.0  # the RL reward's weight on going over (``BucketLength``)
+    penalty: float = 1.0  # the RL reward's weight on leaving the bucket
+    floor: int | None = None  # the RL reward also penalises fewer thinking tokens than this
 
 
 def parse_buckets(spec: Mapping[str, Any], where: str = "buckets") -> list[Bucket]:
@@ -33,15 +43,15 @@ def parse_buckets(spec: Mapping[str, Any], where: str = "buckets") -> list[Bucke
         ValueError: naming the bucket and the bad or unknown setting.
     """
     if not isinstance(spec, Mapping) or not spec:
-        raise ValueError(f"{where} must map each bucket name to {{tokens, instruction, penalty}}, e.g. "
+        raise ValueError(f"{where} must map each bucket name to {{tokens, instruction, penalty, floor}}, e.g. "
                          "{short: {tokens: 48}, long: {tokens: 192}}")
     out = []
     for name, item in spec.items():
         if not isinstance(item, Mapping):
-            raise ValueError(f"{where}.{name} must be a mapping with tokens / instruction / penalty, got {item!r}")
-        unknown = sorted(set(item) - {"tokens", "instruction", "penalty"})
+            raise ValueError(f"{where}.{name} must be a mapping with tokens / instruction / penalty / floor, got {item!r}")
+        unknown = sorted(set(item) - {"tokens", "instruction", "penalty", "floor"})
         if unknown:
-            raise ValueError(f"{where}.{name}: unknown keys {unknown}; valid: tokens, instruction, penalty")
+            raise ValueError(f"{where}.{name}: unknown keys {unknown}; valid: tokens, instruction, penalty, floor")
         tokens = item.get("tokens")
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
             raise ValueError(f"{where}.{name}.tokens must be a positive number of thinking tokens, got {tokens!r}")
@@ -51,7 +61,11 @@ def parse_buckets(spec: Mapping[str, Any], where: str = "buckets") -> list[Bucke
         instruction = item.get("instruction", f"think for {tokens} tokens")
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(f"{where}.{name}.instruction must be non-empty text, got {instruction!r}")
-        out.append(Bucket(str(name), tokens, instruction, float(penalty)))
+        floor = item.get("floor")
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int) or not 0 < floor < tokens):
+            raise ValueError(f"{where}.{name}.floor must be a number of thinking tokens between 0 and {tokens} "
+                             f"(the bucket's tokens), got {floor!r}")
+        out.append(Bucket(str(name), tokens, instruction, float(penalty), floor))
     sizes = [b.tokens for b in out]
     if len(set(sizes)) != len(sizes):
         raise ValueError(f"{where}: two buckets have the same number of tokens ({sizes}); each needs its own")

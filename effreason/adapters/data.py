@@ -78,13 +78,16 @@ def rl_prompts(recipe: Any, buckets: Sequence[Bucket], seed: int) -> Any:
     """The RL prompts: the recipe's training problems, each with a bucket drawn uniformly (``length_bucket``)."""
     from effreason.training.data import LengthLevel, add_length_levels, training_dataset
 
-    levels = [LengthLevel(b.name, b.tokens, b.penalty, b.instruction) for b in buckets]
+    levels = [LengthLevel(b.name, b.tokens, b.penalty, b.instruction, b.floor) for b in buckets]
     return add_length_levels(training_dataset(recipe), levels, seed=seed, column=BUCKET_COLUMN)
 
 
 def bucket_reward_spec(buckets: Sequence[Bucket], think_end_id: int, mode: str) -> dict:
-    """The RL reward: ``1[correct] - penalty_b * max(0, T - B_b) / B_b`` with ``T`` the thinking tokens and
-    ``B_b`` the requested bucket's budget (``effreason.rewards.TLDRLength`` counting thinking tokens)."""
-    return {"name": "tldr", "tokens": "thinking", "think_end_id": think_end_id, "level_column": BUCKET_COLUMN,
+    """The RL reward: ``1[correct] - penalty_b * (max(0, T - B_b) / B_b + max(0, F_b - T) / F_b)`` with ``T`` the
+    thinking tokens, ``B_b`` the requested bucket's budget and ``F_b`` its floor (the second term only for
+    buckets with a floor; ``effreason.rewards.TLDRLength`` counting thinking tokens)."""
+    spec = {"name": "tldr", "tokens": "thinking", "think_end_id": think_end_id, "level_column": BUCKET_COLUMN,
             "budgets": {b.name: b.tokens for b in buckets}, "lambdas": {b.name: b.penalty for b in buckets},
             "mode": mode}
+    floors = {b.name: b.floor for b in buckets if b.floor is not None}
+    return spec | ({"floors": floors} if floors else {})

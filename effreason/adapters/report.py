@@ -24,13 +24,16 @@ logger = logging.getLogger(__name__)
 
 
 def _run(eval_args: Any, root: Path, bench: str, name: str, model: str, adapter: str | None, methods: dict,
-         *, instruction: str | None, data_dir: str | None, backend: str | None = None) -> tuple[dict, Path]:
+         *, instruction: str | None, data_dir: str | None, backend: str | None = None,
+         limit: int | None = None) -> tuple[dict, Path]:
     """Evaluate one system into ``root/eval/<bench>/<name>``; an earlier run of other settings is redone."""
     from effreason.evaluation.posttrain import eval_config
     from effreason.evaluation.runner import run_eval
     from effreason.evaluation.store import ConfigMismatchError
 
     args = replace(eval_args, eval_benchmark=bench, eval_split="test", eval_methods=methods)
+    if limit is not None:
+        args = replace(args, eval_limit=min(limit, eval_args.eval_limit or limit))
     cfg = replace(eval_config(args, root, name, model, adapter, instruction, data_dir),
                   output=str(root / "eval" / bench / name), **({"backend": backend} if backend else {}))
     try:
@@ -109,7 +112,7 @@ def compare(recipe: Any, eval_args: Any, root: Path, *, base: str, adapter: str,
         for b in buckets:
             run(f"adapter-{b.name}", adapter, {"adapter_router": {"bucket": b.name}})
         run("routed", adapter, {"adapter_router": {"router": router}})
-        if sft_adapter is not None and bench == recipe.compare_benchmarks[-1]:  # before RL: what RL changed
+        if recipe.compare_sft and sft_adapter is not None and bench == recipe.compare_benchmarks[-1]:  # before RL
             run("sft", sft_adapter, {})
             for b in buckets:
                 run(f"sft-{b.name}", sft_adapter, {"adapter_router": {"bucket": b.name}})
@@ -122,16 +125,17 @@ def compare(recipe: Any, eval_args: Any, root: Path, *, base: str, adapter: str,
                 if f"{prefix}-{b.name}" in rows:
                     fig["buckets"][f"{prefix}-{b.name}"] = {**bucket_figures(rows[f"{prefix}-{b.name}"], b.tokens),
                                                             "accuracy": runs[f"{prefix}-{b.name}"]["accuracy"]}
-        if recipe.compare_vllm and eval_args.eval_backend == "hf":
+        if recipe.compare_vllm and eval_args.eval_backend == "hf" and bench == recipe.compare_benchmarks[0]:
             vllm, folder = _run(eval_args, root, bench, "routed-vllm", base, adapter, {"adapter_router": {"router": router}},
-                                backend="vllm", **common)
+                                backend="vllm", limit=recipe.compare_vllm_limit, **common)
             other = _rows(folder)
-            same = sum(other[i]["completion"] == r["completion"] for i, r in rows["routed"].items() if i in other)
+            both = [(r, other[i]) for i, r in rows["routed"].items() if i in other]
+            route = lambda row: (row.get("method_info") or {}).get("route")  # noqa: E731
             fig["vllm_routed"] = {"accuracy": vllm["accuracy"], "tokens_mean": vllm.get("tokens_mean"),
-                                  "identical_completions": same, "problems": len(rows["routed"]),
-                                  "routes_identical": sum((other[i].get("method_info") or {}).get("route")
-                                                          == (r.get("method_info") or {}).get("route")
-                                                          for i, r in rows["routed"].items() if i in other)}
+                                  "problems": len(both),
+                                  "identical_completions": sum(h["completion"] == v["completion"] for h, v in both),
+                                  "routes_identical": sum(route(h) == route(v) for h, v in both),
+                                  "routed_to_base": sum(route(v) == "base" for _, v in both)}
         figures[bench] = fig
         bench_rows = comparison_rows(runs, baseline="adapter")
         for row in bench_rows:
