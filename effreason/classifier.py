@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,3 +120,41 @@ def train_mlp(features: torch.Tensor, labels: np.ndarray, groups: Sequence[Any],
                "validation_loss": best, "train_accuracy": acc(train), "validation_accuracy": acc(val),
                "validation_balanced_accuracy": bal(val)}
     return mlp, mean, scale, metrics
+
+
+def save_classifier(path: str | Path, mlp: nn.Module, mean: torch.Tensor, scale: torch.Tensor) -> None:
+    """Write a trained classifier (MLP weights as ``mlp.*``, feature scaler as ``scaler.mean`` / ``scaler.scale``)
+    to a safetensors file, atomically; the artifact's JSON (``feature_dim``, ``hidden``) describes its shape."""
+    from safetensors.torch import save
+
+    from effreason.jsonl import atomic_write
+
+    tensors = {f"mlp.{k}": v.detach().cpu().contiguous() for k, v in mlp.state_dict().items()}
+    tensors.update({"scaler.mean": mean.cpu().contiguous(), "scaler.scale": scale.cpu().contiguous()})
+    with atomic_write(Path(path), "wb") as f:
+        f.write(save(tensors))
+
+
+def load_classifier(path: str | Path, feature_dim: Any, hidden: Any, *, error: type[Exception], what: str,
+                    meta_file: str, device: str | torch.device = "cpu") -> tuple[nn.Sequential, torch.Tensor,
+                                                                                      torch.Tensor]:
+    """``(mlp, mean, scale)`` from a file written by ``save_classifier``, the MLP in eval mode.
+
+    Raises:
+        error: the file is unreadable or its tensors do not fit ``feature_dim`` / ``hidden`` (from ``meta_file``),
+            naming the file; the ``what`` folder is damaged.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path), device=str(device))
+        mlp = build_mlp(int(feature_dim), [int(h) for h in hidden]).to(device)
+        mlp.load_state_dict({k[len("mlp."):]: v for k, v in tensors.items() if k.startswith("mlp.")})
+        mean, scale = tensors["scaler.mean"], tensors["scaler.scale"]
+    except (SafetensorError, OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+        raise error(f"{path}: unreadable or does not fit {meta_file} (feature_dim, hidden): {first[:160]}; "
+                    f"the {what} folder is damaged: rebuild it") from None
+    mlp.eval()
+    return mlp, mean, scale

@@ -45,27 +45,14 @@ def parse_buckets(spec: Mapping[str, Any], where: str = "buckets") -> list[Bucke
     if not isinstance(spec, Mapping) or not spec:
         raise ValueError(f"{where} must map each bucket name to {{tokens, instruction, penalty, floor}}, e.g. "
                          "{short: {tokens: 48}, long: {tokens: 192}}")
+    from effreason.training.data import length_fields
+
     out = []
     for name, item in spec.items():
-        if not isinstance(item, Mapping):
-            raise ValueError(f"{where}.{name} must be a mapping with tokens / instruction / penalty / floor, got {item!r}")
-        unknown = sorted(set(item) - {"tokens", "instruction", "penalty", "floor"})
-        if unknown:
-            raise ValueError(f"{where}.{name}: unknown keys {unknown}; valid: tokens, instruction, penalty, floor")
-        tokens = item.get("tokens")
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
-            raise ValueError(f"{where}.{name}.tokens must be a positive number of thinking tokens, got {tokens!r}")
-        penalty = item.get("penalty", 1.0)
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
-            raise ValueError(f"{where}.{name}.penalty must be a number >= 0, got {penalty!r}")
-        instruction = item.get("instruction", f"think for {tokens} tokens")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"{where}.{name}.instruction must be non-empty text, got {instruction!r}")
-        floor = item.get("floor")
-        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int) or not 0 < floor < tokens):
-            raise ValueError(f"{where}.{name}.floor must be a number of thinking tokens between 0 and {tokens} "
-                             f"(the bucket's tokens), got {floor!r}")
-        out.append(Bucket(str(name), tokens, instruction, float(penalty), floor))
+        tokens, penalty, instruction, floor = length_fields(
+            f"{where}.{name}", item, budget="tokens", weight="penalty", unit="thinking tokens",
+            instruction=lambda n: f"think for {n} tokens")
+        out.append(Bucket(str(name), tokens, instruction, penalty, floor))
     sizes = [b.tokens for b in out]
     if len(set(sizes)) != len(sizes):
         raise ValueError(f"{where}: two buckets have the same number of tokens ({sizes}); each needs its own")

@@ -96,17 +96,13 @@ class Router:
 
     def save(self, folder: str | Path) -> None:
         """Write ``router.safetensors`` + ``router.json`` into ``folder``."""
-        from safetensors.torch import save
-
-        from effreason.jsonl import atomic_write, write_json
+        from effreason.classifier import save_classifier
+        from effreason.jsonl import write_json
         from effreason.outputs import file_sha256
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"mlp.{k}": v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()}
-        tensors.update({"scaler.mean": self.mean.cpu().contiguous(), "scaler.scale": self.scale.cpu().contiguous()})
-        with atomic_write(folder / WEIGHTS_FILE, "wb") as f:
-            f.write(save(tensors))
+        save_classifier(folder / WEIGHTS_FILE, self.mlp, self.mean, self.scale)
         meta = {"format": FORMAT, "version": VERSION, "hidden": list(HIDDEN), "feature_dim": self.feature_dim,
                 "layers": self.layers, "layer_convention": LAYER_CONVENTION,
                 "threshold": self.threshold if math.isfinite(self.threshold) else None,
@@ -124,11 +120,8 @@ class Router:
             RouterError: a missing folder or file, malformed JSON, a missing key or bad value, or weights whose
                 sha256 differs from the one recorded.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         from effreason.artifacts import read_artifact
-        from effreason.classifier import build_mlp
+        from effreason.classifier import load_classifier
 
         meta, weights_path = read_artifact(
             folder, meta_file=META_FILE, weights_file=WEIGHTS_FILE, fmt=FORMAT, version=VERSION,
@@ -146,16 +139,8 @@ class Router:
                if not ok]
         if bad:
             raise RouterError(f"{meta_path}: bad value for {', '.join(bad)}; the router folder is damaged: rebuild it")
-        try:
-            tensors = load_file(str(weights_path))
-            mlp = build_mlp(int(meta["feature_dim"]), [int(h) for h in meta["hidden"]])
-            mlp.load_state_dict({k[len("mlp."):]: v for k, v in tensors.items() if k.startswith("mlp.")})
-            mean, scale = tensors["scaler.mean"], tensors["scaler.scale"]
-        except (SafetensorError, OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
-            first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
-            raise RouterError(f"{weights_path}: does not fit {META_FILE} (feature_dim, hidden): {first[:160]}; "
-                              "the router folder is damaged: rebuild it") from None
-        mlp.eval()
+        mlp, mean, scale = load_classifier(weights_path, meta["feature_dim"], meta["hidden"], error=RouterError,
+                                           what="router", meta_file=META_FILE)
         return cls(mlp, mean.float(), scale.float(), list(meta["layers"]),
                    math.inf if threshold is None else float(threshold), float(meta["target_accuracy"]),
                    float(meta.get("confidence", 0.0)), meta["model"], meta.get("training", {}),

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from effreason.classifier import build_mlp, split_groups, train_mlp  # noqa: F401 (this module's names)
+# build_mlp, split_groups and train_mlp stay importable from here
+from effreason.classifier import build_mlp, load_classifier, save_classifier, split_groups, train_mlp  # noqa: F401
 from effreason.early_exit.conformal import Thresholds
 
 FORMAT = "effreason-exit-probe"
@@ -111,16 +112,11 @@ class ExitProbe:
 
     def save(self, folder: str | Path) -> None:
         """Write ``probe.safetensors`` + ``probe.json`` into ``folder`` (an existing, empty or own folder)."""
-        from safetensors.torch import save
-
-        from effreason.jsonl import atomic_write, write_json
+        from effreason.jsonl import write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"mlp.{k}": v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()}
-        tensors.update({"scaler.mean": self.mean.cpu().contiguous(), "scaler.scale": self.scale.cpu().contiguous()})
-        with atomic_write(folder / WEIGHTS_FILE, "wb") as f:
-            f.write(save(tensors))
+        save_classifier(folder / WEIGHTS_FILE, self.mlp, self.mean, self.scale)
         meta = {
             "format": FORMAT, "version": VERSION, "hidden": list(HIDDEN), "feature_dim": self.feature_dim,
             "layers": self.layers, "layer_convention": "output_hidden_states indices: 0 = embeddings, i = after "
@@ -140,9 +136,6 @@ class ExitProbe:
             ProbeError: a missing folder or file, malformed JSON, a missing key, or weights whose sha256
                 differs from the one recorded.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         from effreason.artifacts import read_artifact
 
         meta, weights_path = read_artifact(
@@ -154,19 +147,8 @@ class ExitProbe:
         if not isinstance(meta["model"], dict) or not isinstance(meta["hidden"], list) \
                 or not isinstance(meta["layers"], list):
             raise ProbeError(f"{meta_path}: malformed (model, hidden or layers of the wrong type); rebuild the probe")
-        try:
-            tensors = load_file(str(weights_path), device=str(device))
-        except (SafetensorError, OSError) as e:
-            raise ProbeError(f"{weights_path}: unreadable ({e})") from None
-        try:
-            mlp = build_mlp(int(meta["feature_dim"]), [int(h) for h in meta["hidden"]]).to(device)
-            mlp.load_state_dict({k[len("mlp."):]: v for k, v in tensors.items() if k.startswith("mlp.")})
-            mean, scale = tensors["scaler.mean"], tensors["scaler.scale"]
-        except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
-            raise ProbeError(f"{weights_path}: its tensors do not fit {META_FILE} (feature_dim, hidden): {first[:160]}; "
-                             "the probe folder is damaged: rebuild it") from None
-        mlp.eval()
+        mlp, mean, scale = load_classifier(weights_path, meta["feature_dim"], meta["hidden"], error=ProbeError,
+                                           what="probe", meta_file=META_FILE, device=device)
         try:
             thresholds = [Thresholds.from_json(t) for t in meta["thresholds"]]
         except (KeyError, TypeError, ValueError) as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -76,25 +76,42 @@ def parse_levels(levels: Mapping[str, Any]) -> list[LengthLevel]:
                          "{short: {budget: 48}, medium: {budget: 96}, long: {budget: 192}}")
     out = []
     for name, spec in levels.items():
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"levels.{name} must be a mapping with budget / lambda / instruction, got {spec!r}")
-        unknown = set(spec) - {"budget", "lambda", "instruction", "floor"}
-        if unknown:
-            raise ValueError(f"levels.{name}: unknown keys {sorted(unknown)}; valid: budget, lambda, instruction, floor")
-        budget = spec.get("budget")
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-            raise ValueError(f"levels.{name}.budget must be a positive number of tokens, got {budget!r}")
-        lam = spec.get("lambda", 1.0)
-        if isinstance(lam, bool) or not isinstance(lam, Real) or lam < 0:
-            raise ValueError(f"levels.{name}.lambda must be a number >= 0, got {lam!r}")
-        instruction = spec.get("instruction", f"level {name}")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"levels.{name}.instruction must be a non-empty string, got {instruction!r}")
-        floor = spec.get("floor")
-        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int) or not 0 < floor < budget):
-            raise ValueError(f"levels.{name}.floor must be a number of tokens between 0 and the budget, got {floor!r}")
-        out.append(LengthLevel(str(name), budget, float(lam), instruction, floor))
+        budget, lam, instruction, floor = length_fields(f"levels.{name}", spec, budget="budget", weight="lambda",
+                                                        instruction=lambda _, n=name: f"level {n}", unit="tokens")
+        out.append(LengthLevel(str(name), budget, lam, instruction, floor))
     return out
+
+
+def length_fields(where: str, spec: Any, *, budget: str, weight: str, instruction: Callable[[int], str],
+                  unit: str) -> tuple[int, float, str, int | None]:
+    """One length level's (or reasoning-adapter bucket's) settings, checked: ``(budget, weight, instruction,
+    floor)``. ``budget`` and ``weight`` name their keys (TLDR levels: ``budget`` / ``lambda``; buckets:
+    ``tokens`` / ``penalty``); ``instruction(budget)`` is the default wording; ``weight`` defaults to 1.0, ``floor``
+    (``0 < floor < budget``) to none.
+
+    Raises:
+        ValueError: naming ``where`` and the missing, unknown or invalid key.
+    """
+    keys = (budget, weight, "instruction", "floor")
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where} must be a mapping with {' / '.join(keys)}, got {spec!r}")
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; valid: {', '.join(keys)}")
+    size = spec.get(budget)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"{where}.{budget} must be a positive number of {unit}, got {size!r}")
+    lam = spec.get(weight, 1.0)
+    if isinstance(lam, bool) or not isinstance(lam, Real) or lam < 0:
+        raise ValueError(f"{where}.{weight} must be a number >= 0, got {lam!r}")
+    text = spec["instruction"] if "instruction" in spec else instruction(size)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}.instruction must be non-empty text, got {text!r}")
+    floor = spec.get("floor")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int) or not 0 < floor < size):
+        raise ValueError(f"{where}.floor must be a number of {unit} between 0 and {size} (the {budget}), "
+                         f"got {floor!r}")
+    return size, float(lam), text, floor
 
 
 def add_length_levels(data: Dataset, levels: list[LengthLevel], seed: int, column: str = "length_level",
